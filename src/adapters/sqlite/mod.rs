@@ -1,0 +1,15 @@
+//! SQLite adapter: the embedded, durable [`Store`](crate::ports::Store).
+//!
+//! Every connection sets and then asserts its PRAGMAs (WAL, `foreign_keys=ON`, `busy_timeout`,
+//! `synchronous=FULL` by default or `NORMAL` by option) and refuses to run if SQLite did not take
+//! them. The schema is embedded and versioned through `PRAGMA user_version`.
+
+mod connection;
+mod error;
+mod rows;
+mod schema;
+mod store;
+
+pub use connection::{SqliteOptions, Synchronous};
+pub use schema::SCHEMA_VERSION;
+pub use store::SqliteStore;

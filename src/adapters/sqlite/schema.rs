@@ -1,0 +1,98 @@
+//! Embedded, versioned migrations for the local SQLite database.
+//!
+//! `PRAGMA user_version` records the applied version. Each migration runs in one transaction;
+//! a database written by a newer tandem (higher version) is refused rather than guessed at.
+
+use rusqlite::Connection;
+
+use crate::ports::StoreError;
+
+use super::error::map_sqlite;
+
+/// The migrations, in order; index + 1 is the version each one produces.
+const MIGRATIONS: &[&str] = &[
+    // 1: sessions, messages, runtime status, effect log, consumer cursors.
+    r"
+    CREATE TABLE meta (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    ) WITHOUT ROWID;
+
+    CREATE TABLE repositories (
+        id            TEXT PRIMARY KEY,
+        name          TEXT NOT NULL,
+        remote_url    TEXT,
+        created_at_ms INTEGER NOT NULL,
+        updated_at_ms INTEGER NOT NULL
+    );
+
+    CREATE TABLE sessions (
+        id            TEXT PRIMARY KEY,
+        repository_id TEXT NOT NULL REFERENCES repositories(id) ON DELETE CASCADE,
+        title         TEXT NOT NULL,
+        status        TEXT NOT NULL CHECK (status IN ('active', 'closed')),
+        created_at_ms INTEGER NOT NULL,
+        updated_at_ms INTEGER NOT NULL,
+        closed_at_ms  INTEGER,
+        -- seq of the newest message; the next append must carry last_seq + 1
+        last_seq      INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX sessions_by_repository ON sessions(repository_id);
+
+    CREATE TABLE messages (
+        id            TEXT NOT NULL UNIQUE,
+        session_id    TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+        seq           INTEGER NOT NULL CHECK (seq >= 1),
+        role          TEXT NOT NULL,
+        content       TEXT NOT NULL,
+        created_at_ms INTEGER NOT NULL,
+        origin        TEXT NOT NULL,
+        UNIQUE (session_id, seq)
+    );
+
+    CREATE TABLE runtime_status (
+        session_id    TEXT PRIMARY KEY REFERENCES sessions(id) ON DELETE CASCADE,
+        envelope      TEXT NOT NULL,
+        updated_at_ms INTEGER NOT NULL
+    );
+
+    -- The durable effect log: one row per committed side-effect, in commit order.
+    CREATE TABLE effects (
+        seq             INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind            TEXT NOT NULL,
+        payload         TEXT NOT NULL,
+        committed_at_ms INTEGER NOT NULL
+    );
+
+    CREATE TABLE consumer_cursors (
+        consumer      TEXT PRIMARY KEY,
+        position      INTEGER NOT NULL,
+        updated_at_ms INTEGER NOT NULL
+    );
+    ",
+];
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
+
+/// Brings the database up to [`SCHEMA_VERSION`].
+pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let current: u32 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(map_sqlite)?;
+    if current > SCHEMA_VERSION {
+        return Err(StoreError::Incompatible(format!(
+            "database schema version {current} is newer than this build supports ({SCHEMA_VERSION})"
+        )));
+    }
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        let version = index as u32 + 1;
+        let tx = conn.transaction().map_err(map_sqlite)?;
+        tx.execute_batch(sql).map_err(map_sqlite)?;
+        tx.pragma_update(None, "user_version", version)
+            .map_err(map_sqlite)?;
+        tx.commit().map_err(map_sqlite)?;
+        tracing::debug!(version, "applied local schema migration");
+    }
+    Ok(())
+}

@@ -1,0 +1,10 @@
+//! The application layer: the only place that composes ports and adapters.
+
+pub mod demo;
+pub mod effect_log;
+pub mod engine;
+
+pub use effect_log::{EffectConsumer, EffectLog};
+pub use engine::{
+    Engine, EngineBuilder, EngineConfig, EngineError, LiveEvent, StatusUpdate, Subscription,
+};

@@ -1,0 +1,6 @@
+//! tandem
+#![warn(missing_docs)]
+pub mod adapters;
+pub mod app;
+pub mod domain;
+pub mod ports;

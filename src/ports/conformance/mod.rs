@@ -1,0 +1,2 @@
+//! Shared conformance suites: one function per contract clause, run against every adapter.
+pub mod store;

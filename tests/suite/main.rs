@@ -1,0 +1,5 @@
+//! Integration tests: one binary, a module per area.
+
+mod engine_invariants;
+mod store_conformance;
+mod support;
