@@ -1,5 +1,6 @@
 //! The application layer: the only place that composes ports and adapters.
 
+pub mod crash_writer;
 pub mod demo;
 pub mod effect_log;
 pub mod engine;

@@ -1,1 +1,73 @@
-fn main() {}
+//! The `tandem` command line: wiring only; the work lives in `tandem::app`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Durable, synchronised AI coding-agent sessions.
+#[derive(Debug, Parser)]
+#[command(name = "tandem", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Runs a readable end-to-end scenario on embedded defaults.
+    Demo {
+        /// Where to keep the database (default: a fresh temporary directory, removed after).
+        #[arg(long, env = "TANDEM_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+    },
+    /// Tools for testing tandem itself.
+    #[command(hide = true)]
+    Debug {
+        #[command(subcommand)]
+        command: DebugCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DebugCommand {
+    /// Appends messages in a loop, printing one `ack` line per committed message (used by the
+    /// crash-safety test, which kills this process at random moments).
+    AppendLoop {
+        /// The database file.
+        #[arg(long)]
+        db: PathBuf,
+        /// Seed for the pseudo-random workload.
+        #[arg(long)]
+        seed: u64,
+        /// Stop after this many messages (default: run until killed).
+        #[arg(long)]
+        max: Option<u64>,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TANDEM_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Demo { data_dir } => {
+            tandem::app::demo::run(data_dir.as_deref(), &mut std::io::stdout())
+        }
+        Command::Debug {
+            command: DebugCommand::AppendLoop { db, seed, max },
+        } => tandem::app::crash_writer::run(&db, seed, max, &mut std::io::stdout()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tandem: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -138,7 +138,6 @@ impl EngineBuilder {
 
 /// The session engine. `Send + Sync`: share it in an `Arc` across threads; writes are
 /// serialised internally, reads run concurrently from the views.
-#[derive(Debug)]
 pub struct Engine {
     store: Arc<dyn Store>,
     sink: Arc<dyn SideEffectSink>,
@@ -148,6 +147,18 @@ pub struct Engine {
     writer: Mutex<()>,
     views: RwLock<Views>,
     live: LiveHub,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let views = self.views();
+        f.debug_struct("Engine")
+            .field("device", &self.device)
+            .field("store", &self.store)
+            .field("repositories", &views.repositories.len())
+            .field("sessions", &views.sessions.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Engine {

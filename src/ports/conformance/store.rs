@@ -4,10 +4,11 @@
 //! Adapter authors run it with [`store_conformance_tests!`](crate::store_conformance_tests),
 //! which stamps one `#[test]` per clause:
 //!
-//! ```ignore
+//! ```
 //! tandem::store_conformance_tests!(sqlite_memory, || {
 //!     Box::new(tandem::adapters::sqlite::SqliteStore::open_in_memory(Default::default()).unwrap())
 //! });
+//! # fn main() {}
 //! ```
 //!
 //! Each function receives a fresh, empty store and panics with a clause-specific message when
@@ -268,7 +269,7 @@ pub fn append_to_closed_session_fails(store: &dyn Store) {
 pub fn duplicate_ids_are_refused(store: &dyn Store) {
     let (r, s) = seeded(store);
     assert!(matches!(
-        commit(store, vec![Fact::InsertRepository(r.clone())], vec![]),
+        commit(store, vec![Fact::InsertRepository(r)], vec![]),
         Err(StoreError::Rejected(DomainError::RepositoryExists(_)))
     ));
     assert!(matches!(
@@ -292,7 +293,7 @@ pub fn session_requires_repository(store: &dyn Store) {
     let orphan = session(1, &repo(42));
     match commit(store, vec![Fact::InsertSession(orphan)], vec![]) {
         Err(StoreError::Rejected(DomainError::RepositoryNotFound(id))) => {
-            assert_eq!(id, repo(42).id)
+            assert_eq!(id, repo(42).id);
         }
         other => panic!("expected RepositoryNotFound, got {other:?}"),
     }
