@@ -4,10 +4,13 @@
 //! arguments; the app obtains them from the [`Clock`](crate::ports::Clock) and
 //! [`IdGen`](crate::ports::IdGen) ports.
 
+pub mod backoff;
+pub mod crypto;
 pub mod effect;
 pub mod error;
 pub mod ids;
 pub mod message;
+pub mod oplog;
 pub mod runtime_status;
 pub mod session;
 
