@@ -1,0 +1,741 @@
+//! The fold: verified, decrypted ops in, one deterministic [`State`] out.
+//!
+//! The fold is clock-free and order-free. [`State`] is a function of the *set* of ops folded
+//! into it, so every device that holds the same ops holds the same state, whatever order they
+//! arrived in and however often they were re-delivered:
+//!
+//! - **event streams** (conversation, trajectory, run, command) keep every op as an
+//!   [`EventEntry`], keyed and ordered by `(hlc, op_id)`; re-folding inserts the same key;
+//! - **last-writer-wins** surfaces keep, per record address `(surface, scope, key)`, the
+//!   [`RecordEntry`] of the op with the greatest `(hlc, op_id)`, tombstones included; the
+//!   maximum of a set does not depend on the order it is taken in;
+//! - the **intent** surface feeds the [`IntentLedger`], which resolves each intent from the set
+//!   of its ops.
+//!
+//! Scope partitions last-writer-wins records: a personal preference and an org preference with
+//! the same key are two records (they are sealed with different keys and seen by different
+//! people).
+//!
+//! Payload shapes are checked per surface (see the `payload` module) and a misfit is a
+//! [`FoldError`], never silently skipped. [`State::apply_all`] checks every op before changing
+//! anything, so a refused batch leaves the state untouched. Sealed ops must be opened first
+//! ([`OpRecord::opened`]).
+//!
+//! [`state_hash`] is SHA-256 over `lp("tandem-state-v1") || lp(canonical state bytes)` (see the
+//! `state_codec` module for the bytes), identical on every device holding the same ops.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde_json::Value;
+
+use super::canonical::{sha256, Framer};
+use super::hlc::Hlc;
+use super::intent::{Intent, IntentEntry, IntentLedger};
+use super::op::{OpId, OpPayload, OpRecord};
+use super::payload::{record_fields, validate_payload, PayloadError};
+use super::scope::Scope;
+use super::surface::{FoldTier, Surface};
+
+/// Domain-separation tag of the state hash.
+pub const STATE_HASH_TAG: &str = "tandem-state-v1";
+
+/// Why an op could not be folded. Never carries payload content.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FoldError {
+    /// The op is still sealed; open it before folding.
+    #[error("op {op_id} is sealed; decrypt it before folding")]
+    Sealed {
+        /// The op.
+        op_id: OpId,
+    },
+    /// A last-writer-wins op has no record key.
+    #[error("op {op_id} on {surface} has no \"key\" field")]
+    MissingKey {
+        /// The op.
+        op_id: OpId,
+        /// Its surface.
+        surface: Surface,
+    },
+    /// The payload does not fit the surface.
+    #[error("op {op_id} on {surface}: {source}")]
+    InvalidPayload {
+        /// The op.
+        op_id: OpId,
+        /// Its surface.
+        surface: Surface,
+        /// What was wrong.
+        source: PayloadError,
+    },
+}
+
+/// One entry of an event stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventEntry {
+    /// The op.
+    pub op_id: OpId,
+    /// Its stamp.
+    pub hlc: Hlc,
+    /// Its scope.
+    pub scope: Scope,
+    /// Its payload.
+    pub payload: Value,
+}
+
+/// The current write of one last-writer-wins record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordEntry {
+    /// The winning op.
+    pub op_id: OpId,
+    /// Its stamp.
+    pub hlc: Hlc,
+    /// The record's scope.
+    pub scope: Scope,
+    /// The record key.
+    pub key: String,
+    /// Whether the winning write is a tombstone.
+    pub deleted: bool,
+    /// The winning payload (including `"key"` and `"deleted"`).
+    pub payload: Value,
+}
+
+/// The address of a last-writer-wins record.
+type RecordAddr = (Surface, Scope, String);
+
+/// What one op contributes, checked and ready to insert.
+pub(super) struct Prepared {
+    pub(super) surface: Surface,
+    pub(super) item: Item,
+}
+
+pub(super) enum Item {
+    Event(EventEntry),
+    Record(RecordEntry),
+    Intent(IntentEntry),
+}
+
+/// Checks one op's parts and turns them into an insertable item.
+pub(super) fn prepare(
+    op_id: OpId,
+    hlc: Hlc,
+    scope: &Scope,
+    surface: &Surface,
+    payload: &Value,
+) -> Result<Prepared, FoldError> {
+    let invalid = |source| match source {
+        PayloadError::MissingKey => FoldError::MissingKey {
+            op_id,
+            surface: surface.clone(),
+        },
+        source => FoldError::InvalidPayload {
+            op_id,
+            surface: surface.clone(),
+            source,
+        },
+    };
+    validate_payload(surface, payload).map_err(invalid)?;
+    let item = match surface.tier() {
+        FoldTier::EventStream => Item::Event(EventEntry {
+            op_id,
+            hlc,
+            scope: scope.clone(),
+            payload: payload.clone(),
+        }),
+        FoldTier::LastWriterWins => {
+            let (key, deleted) = record_fields(payload).map_err(invalid)?;
+            Item::Record(RecordEntry {
+                op_id,
+                hlc,
+                scope: scope.clone(),
+                key: key.to_owned(),
+                deleted,
+                payload: payload.clone(),
+            })
+        }
+        FoldTier::Leased => Item::Intent(IntentEntry {
+            op_id,
+            hlc,
+            scope: scope.clone(),
+            intent: Intent::from_payload(payload).map_err(invalid)?,
+            payload: payload.clone(),
+        }),
+    };
+    Ok(Prepared {
+        surface: surface.clone(),
+        item,
+    })
+}
+
+fn prepare_op(op: &OpRecord) -> Result<Prepared, FoldError> {
+    match op.payload() {
+        OpPayload::Plain(value) => prepare(op.op_id(), op.hlc(), op.scope(), op.surface(), value),
+        OpPayload::Sealed { .. } => Err(FoldError::Sealed { op_id: op.op_id() }),
+    }
+}
+
+/// How many ops of a batch changed the state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FoldSummary {
+    /// Ops that changed the state.
+    pub changed: usize,
+    /// Ops that changed nothing (already folded, or outdated last-writer-wins writes).
+    pub unchanged: usize,
+}
+
+/// The folded state of a set of ops. See the module docs.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct State {
+    pub(super) events: BTreeMap<Surface, BTreeMap<(Hlc, OpId), EventEntry>>,
+    pub(super) records: BTreeMap<RecordAddr, RecordEntry>,
+    pub(super) intents: IntentLedger,
+}
+
+impl State {
+    /// The empty state.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Folds one op; returns whether the state changed. On error nothing changes.
+    pub fn apply(&mut self, op: &OpRecord) -> Result<bool, FoldError> {
+        let prepared = prepare_op(op)?;
+        Ok(self.insert(prepared))
+    }
+
+    /// Folds a batch: every op is checked first, so on error nothing changes.
+    pub fn apply_all<'a>(
+        &mut self,
+        ops: impl IntoIterator<Item = &'a OpRecord>,
+    ) -> Result<FoldSummary, FoldError> {
+        let prepared = ops
+            .into_iter()
+            .map(prepare_op)
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut summary = FoldSummary::default();
+        for p in prepared {
+            if self.insert(p) {
+                summary.changed += 1;
+            } else {
+                summary.unchanged += 1;
+            }
+        }
+        Ok(summary)
+    }
+
+    pub(super) fn insert(&mut self, prepared: Prepared) -> bool {
+        match prepared.item {
+            Item::Event(e) => {
+                let stream = self.events.entry(prepared.surface).or_default();
+                let key = (e.hlc, e.op_id);
+                if stream.contains_key(&key) {
+                    return false;
+                }
+                stream.insert(key, e);
+                true
+            }
+            Item::Record(r) => {
+                let addr = (prepared.surface, r.scope.clone(), r.key.clone());
+                match self.records.get(&addr) {
+                    Some(current) if (current.hlc, current.op_id) >= (r.hlc, r.op_id) => false,
+                    _ => {
+                        self.records.insert(addr, r);
+                        true
+                    }
+                }
+            }
+            Item::Intent(i) => self.intents.insert(i),
+        }
+    }
+
+    /// The entries of an event-stream surface in `(hlc, op_id)` order (empty for other tiers).
+    pub fn events(&self, surface: &Surface) -> impl Iterator<Item = &EventEntry> {
+        self.events
+            .get(surface)
+            .into_iter()
+            .flat_map(|stream| stream.values())
+    }
+
+    /// The current write of one record, tombstone or not.
+    pub fn record(&self, surface: &Surface, scope: &Scope, key: &str) -> Option<&RecordEntry> {
+        self.records
+            .get(&(surface.clone(), scope.clone(), key.to_owned()))
+    }
+
+    /// The live (not deleted) value of one record.
+    pub fn live_record(&self, surface: &Surface, scope: &Scope, key: &str) -> Option<&Value> {
+        self.record(surface, scope, key)
+            .filter(|r| !r.deleted)
+            .map(|r| &r.payload)
+    }
+
+    /// Every record of a surface, tombstones included, by scope then key.
+    pub fn records(&self, surface: &Surface) -> impl Iterator<Item = &RecordEntry> {
+        let surface = surface.clone();
+        self.records
+            .iter()
+            .filter(move |((s, _, _), _)| *s == surface)
+            .map(|(_, r)| r)
+    }
+
+    /// The intent ledger.
+    pub fn intents(&self) -> &IntentLedger {
+        &self.intents
+    }
+
+    /// Whether nothing was folded.
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty() && self.records.is_empty() && self.intents.is_empty()
+    }
+}
+
+// The state holds user data: `Debug` shows sizes only.
+impl fmt::Debug for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let events: usize = self.events.values().map(BTreeMap::len).sum();
+        f.debug_struct("State")
+            .field("events", &events)
+            .field("records", &self.records.len())
+            .field("intents", &self.intents.len())
+            .finish()
+    }
+}
+
+/// Folds `ops` into a new state (see [`State::apply_all`]).
+pub fn fold<'a>(ops: impl IntoIterator<Item = &'a OpRecord>) -> Result<State, FoldError> {
+    let mut state = State::new();
+    state.apply_all(ops)?;
+    Ok(state)
+}
+
+/// The state hash: SHA-256 over `lp("tandem-state-v1") || lp(canonical state bytes)`.
+pub fn state_hash(state: &State) -> [u8; 32] {
+    hash_state_bytes(&state.to_canonical_bytes())
+}
+
+/// The state hash of already encoded canonical state bytes.
+pub fn hash_state_bytes(canonical: &[u8]) -> [u8; 32] {
+    let mut f = Framer::new(STATE_HASH_TAG);
+    f.field(canonical);
+    sha256(&f.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::oplog::author::OpAuthor;
+    use crate::domain::oplog::test_support::{arb_chains, author, dev};
+    use proptest::prelude::*;
+    use rand::rngs::StdRng;
+    use rand::seq::SliceRandom;
+    use rand::{Rng, SeedableRng};
+    use serde_json::json;
+
+    fn op(a: &mut OpAuthor, now: u64, scope: Scope, surface: Surface, payload: Value) -> OpRecord {
+        a.append(now, scope, surface, OpPayload::Plain(payload))
+            .unwrap()
+    }
+
+    fn turn(text: &str) -> Value {
+        json!({"conversation_id": "c1", "role": "user", "text": text})
+    }
+
+    #[test]
+    fn identical_turns_stay_two_entries_in_stamp_order() {
+        let mut a = OpAuthor::new(dev(1));
+        let mut b = OpAuthor::new(dev(2));
+        let x = op(
+            &mut a,
+            10,
+            Scope::Personal,
+            Surface::Conversation,
+            turn("same"),
+        );
+        let y = op(
+            &mut b,
+            10,
+            Scope::Personal,
+            Surface::Conversation,
+            turn("same"),
+        );
+        let z = op(
+            &mut a,
+            5,
+            Scope::Personal,
+            Surface::Conversation,
+            turn("later"),
+        );
+        let s = fold([&z, &y, &x]).unwrap();
+        // (10, 0, dev1) < (10, 0, dev2) < (10, 1, dev1): wall, then counter, then device.
+        let ids: Vec<_> = s.events(&Surface::Conversation).map(|e| e.op_id).collect();
+        assert_eq!(ids, vec![x.op_id(), y.op_id(), z.op_id()]);
+        assert_eq!(s.events(&Surface::Run).count(), 0);
+        assert_eq!(s.events(&Surface::Knowledge).count(), 0);
+    }
+
+    #[test]
+    fn last_writer_wins_per_record_whatever_the_order() {
+        let mut a = OpAuthor::new(dev(1));
+        let mut b = OpAuthor::new(dev(2));
+        let old = op(
+            &mut a,
+            10,
+            Scope::Personal,
+            Surface::Knowledge,
+            json!({"key": "sky", "body": "green"}),
+        );
+        let new = op(
+            &mut b,
+            20,
+            Scope::Personal,
+            Surface::Knowledge,
+            json!({"key": "sky", "body": "blue"}),
+        );
+        let other = op(
+            &mut a,
+            5,
+            Scope::Personal,
+            Surface::Knowledge,
+            json!({"key": "sea", "body": "wet"}),
+        );
+        for order in [
+            [&old, &new, &other],
+            [&new, &other, &old],
+            [&other, &old, &new],
+        ] {
+            let s = fold(order).unwrap();
+            let r = s
+                .record(&Surface::Knowledge, &Scope::Personal, "sky")
+                .unwrap();
+            assert_eq!(
+                (r.op_id, r.payload["body"].clone()),
+                (new.op_id(), json!("blue"))
+            );
+            assert_eq!(s.records(&Surface::Knowledge).count(), 2);
+        }
+    }
+
+    #[test]
+    fn ties_on_wall_time_break_on_counter_then_device() {
+        let mut a = OpAuthor::new(dev(1));
+        let mut b = OpAuthor::new(dev(2));
+        let pa = op(
+            &mut a,
+            10,
+            Scope::Personal,
+            Surface::Preference,
+            json!({"key": "theme", "value": "dark"}),
+        );
+        let pb = op(
+            &mut b,
+            10,
+            Scope::Personal,
+            Surface::Preference,
+            json!({"key": "theme", "value": "light"}),
+        );
+        assert_eq!(
+            (pa.hlc().wall_ms, pa.hlc().counter),
+            (pb.hlc().wall_ms, pb.hlc().counter)
+        );
+        let s = fold([&pb, &pa]).unwrap();
+        assert_eq!(
+            s.live_record(&Surface::Preference, &Scope::Personal, "theme"),
+            Some(&json!({"key": "theme", "value": "light"}))
+        );
+    }
+
+    #[test]
+    fn tombstones_win_like_writes_and_hide_the_value() {
+        let mut a = OpAuthor::new(dev(1));
+        let put = op(
+            &mut a,
+            10,
+            Scope::Personal,
+            Surface::Skill,
+            json!({"key": "k", "v": 1}),
+        );
+        let del = op(
+            &mut a,
+            11,
+            Scope::Personal,
+            Surface::Skill,
+            json!({"key": "k", "deleted": true}),
+        );
+        let s = fold([&del, &put]).unwrap();
+        let r = s.record(&Surface::Skill, &Scope::Personal, "k").unwrap();
+        assert!(r.deleted);
+        assert_eq!(s.live_record(&Surface::Skill, &Scope::Personal, "k"), None);
+        let put_again = op(
+            &mut a,
+            12,
+            Scope::Personal,
+            Surface::Skill,
+            json!({"key": "k", "v": 2}),
+        );
+        let s = fold([&del, &put_again, &put]).unwrap();
+        assert_eq!(
+            s.live_record(&Surface::Skill, &Scope::Personal, "k")
+                .unwrap()["v"],
+            json!(2)
+        );
+    }
+
+    #[test]
+    fn scopes_and_surfaces_partition_records() {
+        let mut a = OpAuthor::new(dev(1));
+        let acme = Scope::shared("acme").unwrap();
+        let p = op(
+            &mut a,
+            1,
+            Scope::Personal,
+            Surface::Preference,
+            json!({"key": "k", "v": "me"}),
+        );
+        let o = op(
+            &mut a,
+            2,
+            acme.clone(),
+            Surface::Preference,
+            json!({"key": "k", "v": "org"}),
+        );
+        let reg = Surface::registry("agents").unwrap();
+        let r = op(
+            &mut a,
+            3,
+            Scope::Personal,
+            reg.clone(),
+            json!({"key": "k", "v": "reg"}),
+        );
+        let s = fold([&p, &o, &r]).unwrap();
+        assert_eq!(
+            s.live_record(&Surface::Preference, &Scope::Personal, "k")
+                .unwrap()["v"],
+            json!("me")
+        );
+        assert_eq!(
+            s.live_record(&Surface::Preference, &acme, "k").unwrap()["v"],
+            json!("org")
+        );
+        assert_eq!(
+            s.live_record(&reg, &Scope::Personal, "k").unwrap()["v"],
+            json!("reg")
+        );
+        assert_eq!(s.records(&Surface::Preference).count(), 2);
+    }
+
+    #[test]
+    fn intents_feed_the_ledger() {
+        let mut a = OpAuthor::new(dev(1));
+        let run = crate::domain::oplog::test_support::run(5);
+        let mk = |status| Intent {
+            intent_id: crate::domain::oplog::IntentId::parse("i").unwrap(),
+            run_id: run,
+            status,
+        };
+        let c = op(
+            &mut a,
+            1,
+            Scope::Personal,
+            Surface::Intent,
+            mk(crate::domain::oplog::IntentStatus::Committed).to_payload(),
+        );
+        let p = op(
+            &mut a,
+            2,
+            Scope::Personal,
+            Surface::Intent,
+            mk(crate::domain::oplog::IntentStatus::Pending).to_payload(),
+        );
+        let s = fold([&p, &c]).unwrap();
+        assert!(s.intents().is_run_committed(&run));
+        assert_eq!(s.intents().ignored().count(), 1);
+    }
+
+    #[test]
+    fn refolding_is_a_no_op_and_reported_as_unchanged() {
+        let mut a = OpAuthor::new(dev(1));
+        let x = op(&mut a, 1, Scope::Personal, Surface::Run, json!({"step": 1}));
+        let y = op(
+            &mut a,
+            2,
+            Scope::Personal,
+            Surface::Routing,
+            json!({"key": "r"}),
+        );
+        let mut s = State::new();
+        assert!(s.is_empty());
+        assert_eq!(
+            s.apply_all([&x, &y]).unwrap(),
+            FoldSummary {
+                changed: 2,
+                unchanged: 0
+            }
+        );
+        let before = s.clone();
+        assert!(!s.apply(&x).unwrap());
+        assert!(!s.apply(&y).unwrap());
+        assert_eq!(
+            s.apply_all([&y, &x]).unwrap(),
+            FoldSummary {
+                changed: 0,
+                unchanged: 2
+            }
+        );
+        assert_eq!(s, before);
+        assert!(!s.is_empty());
+    }
+
+    #[test]
+    fn ops_without_a_key_are_refused_not_skipped() {
+        let ok = OpAuthor::new(dev(1))
+            .append(1, Scope::Personal, Surface::Run, OpPayload::Plain(json!(1)))
+            .unwrap();
+        // Authors refuse such payloads, so build the op directly.
+        let keyless = OpRecord::new(
+            crate::domain::oplog::Hlc::new(2, 0, dev(1)),
+            crate::domain::ids::Seq::new(1),
+            Some(ok.op_id()),
+            Scope::Personal,
+            Surface::Declagent,
+            OpPayload::Plain(json!({"name": "no key"})),
+        )
+        .unwrap();
+        let mut s = State::new();
+        let err = s.apply_all([&ok, &keyless]).unwrap_err();
+        assert_eq!(
+            err,
+            FoldError::MissingKey {
+                op_id: keyless.op_id(),
+                surface: Surface::Declagent
+            }
+        );
+        assert!(s.is_empty(), "a refused batch changes nothing");
+        assert!(!err.to_string().contains("no key"));
+    }
+
+    #[test]
+    fn malformed_and_sealed_payloads_are_refused() {
+        let mk = |surface: Surface, payload: OpPayload| {
+            OpRecord::new(
+                crate::domain::oplog::Hlc::new(2, 0, dev(1)),
+                crate::domain::ids::Seq::ZERO,
+                None,
+                Scope::Personal,
+                surface,
+                payload,
+            )
+            .unwrap()
+        };
+        let bad_turn = mk(
+            Surface::Conversation,
+            OpPayload::Plain(json!({"text": "secret"})),
+        );
+        assert!(matches!(
+            State::new().apply(&bad_turn),
+            Err(FoldError::InvalidPayload {
+                source: PayloadError::InvalidTurn(_),
+                ..
+            })
+        ));
+        let bad_tomb = mk(
+            Surface::Skill,
+            OpPayload::Plain(json!({"key": "k", "deleted": 1})),
+        );
+        assert!(matches!(
+            State::new().apply(&bad_tomb),
+            Err(FoldError::InvalidPayload {
+                source: PayloadError::InvalidTombstone,
+                ..
+            })
+        ));
+        let bad_intent = mk(
+            Surface::Intent,
+            OpPayload::Plain(json!({"status": "pending"})),
+        );
+        assert!(matches!(
+            State::new().apply(&bad_intent),
+            Err(FoldError::InvalidPayload { .. })
+        ));
+        let sealed = mk(
+            Surface::Run,
+            OpPayload::Sealed {
+                key_epoch: 1,
+                nonce: [0; 24],
+                ciphertext: vec![1, 2],
+            },
+        );
+        assert_eq!(
+            State::new().apply(&sealed),
+            Err(FoldError::Sealed {
+                op_id: sealed.op_id()
+            })
+        );
+        // Once opened, it folds under its original id.
+        let opened = sealed.clone().opened(json!({"step": 1}));
+        let s = fold([&opened]).unwrap();
+        assert_eq!(
+            s.events(&Surface::Run).next().unwrap().op_id,
+            sealed.op_id()
+        );
+    }
+
+    #[test]
+    fn state_hash_is_order_free_and_content_sensitive() {
+        let mut a = OpAuthor::new(dev(1));
+        let x = op(&mut a, 1, Scope::Personal, Surface::Command, json!("ls"));
+        let y = op(&mut a, 2, Scope::Personal, Surface::Command, json!("pwd"));
+        assert_eq!(
+            state_hash(&fold([&x, &y]).unwrap()),
+            state_hash(&fold([&y, &x]).unwrap())
+        );
+        assert_ne!(
+            state_hash(&fold([&x]).unwrap()),
+            state_hash(&fold([&x, &y]).unwrap())
+        );
+        assert_ne!(state_hash(&State::new()), state_hash(&fold([&x]).unwrap()));
+        let dbg = format!("{:?}", fold([&x, &y]).unwrap());
+        assert!(dbg.contains("events: 2") && !dbg.contains("pwd"));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1000))]
+
+        /// (a) Any permutation, duplication or re-delivery of the same op set gives the same
+        /// state hash.
+        #[test]
+        fn any_arrival_order_gives_the_same_state(chains in arb_chains(8), seed in any::<u64>()) {
+            let ops: Vec<OpRecord> = author(&chains).into_iter().flatten().collect();
+            let reference = fold(&ops).unwrap();
+            let mut rng = StdRng::seed_from_u64(seed);
+            let mut delivery: Vec<&OpRecord> = ops.iter().collect();
+            let repeats = rng.gen_range(0..=ops.len());
+            for _ in 0..repeats {
+                delivery.push(&ops[rng.gen_range(0..ops.len())]);
+            }
+            delivery.shuffle(&mut rng);
+            // Delivered in several batches, as successive pumps would.
+            let mut state = State::new();
+            for batch in delivery.chunks(rng.gen_range(1..=delivery.len().max(1))) {
+                state.apply_all(batch.iter().copied()).unwrap();
+            }
+            prop_assert_eq!(state_hash(&state), state_hash(&reference));
+            prop_assert_eq!(state, reference);
+        }
+
+        /// (b) Folding is idempotent: re-folding any ops already folded changes nothing.
+        #[test]
+        fn fold_is_idempotent(chains in arb_chains(8), seed in any::<u64>()) {
+            let ops: Vec<OpRecord> = author(&chains).into_iter().flatten().collect();
+            let once = fold(&ops).unwrap();
+            let mut twice = once.clone();
+            let summary = twice.apply_all(&ops).unwrap();
+            prop_assert_eq!(summary.changed, 0);
+            prop_assert_eq!(&twice, &once);
+            let mut rng = StdRng::seed_from_u64(seed);
+            let subset: Vec<&OpRecord> = ops.iter().filter(|_| rng.gen_bool(0.5)).collect();
+            for op in subset {
+                prop_assert!(!twice.apply(op).unwrap());
+            }
+            prop_assert_eq!(state_hash(&twice), state_hash(&once));
+        }
+    }
+}

@@ -1,0 +1,300 @@
+//! The canonical byte encoding of a [`State`], for state hashes and checkpoints.
+//!
+//! The bytes are the canonical JSON (see the `canonical` module) of
+//!
+//! ```text
+//! {
+//!   "events":  { "<surface>": [entry, ...] },                       entries by (hlc, op_id)
+//!   "intents": { "<intent_id>": [entry, ...] },                     entries by (hlc, op_id)
+//!   "records": { "<surface>": { "<scope>": { "<key>": entry } } },  the winning write only
+//!   "v": 1
+//! }
+//! entry = { "hlc": {"counter": c, "device": "<uuid>", "wall_ms": w},
+//!           "op_id": "<64 hex>", "payload": <plaintext payload>, "scope": "<scope>" }
+//! ```
+//!
+//! Every key is a string and canonical JSON sorts object keys, so the layout does not depend on
+//! the order of any Rust enum or map. The four top-level keys are always present; a surface,
+//! scope or intent without entries is absent.
+//!
+//! Decoding ([`State::from_canonical_bytes`]) re-folds every entry through the same checks as
+//! the fold and then requires the re-encoding to equal the input byte for byte. Anything that
+//! is not exactly what some state would encode to (unknown fields, wrong order, an entry filed
+//! under the wrong key, a payload the fold would refuse, a losing write) is refused.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use super::canonical::canonical_json;
+use super::fold::{prepare, FoldError, State};
+use super::frontier::hlc_json;
+use super::hlc::Hlc;
+use super::op::OpId;
+use super::scope::Scope;
+use super::surface::Surface;
+
+/// The version of the state layout.
+pub const STATE_LAYOUT_VERSION: u64 = 1;
+
+/// Why bytes could not be decoded into a [`State`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StateDecodeError {
+    /// Not JSON at all.
+    #[error("state bytes are not JSON")]
+    NotJson,
+    /// JSON, but not the state layout.
+    #[error("state bytes do not match the state layout")]
+    Layout,
+    /// A layout version this build does not know.
+    #[error("unsupported state layout version {0}")]
+    UnsupportedVersion(u64),
+    /// A key that does not parse (which kind of key is named).
+    #[error("invalid {0} key in state bytes")]
+    InvalidKey(&'static str),
+    /// An entry the fold refuses.
+    #[error("invalid entry in state bytes: {0}")]
+    InvalidEntry(#[from] FoldError),
+    /// Decodable, but not the canonical encoding of the state it decodes to.
+    #[error("state bytes are not canonical")]
+    NonCanonical,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Doc {
+    v: u64,
+    #[serde(default)]
+    events: BTreeMap<String, Vec<EntryDoc>>,
+    #[serde(default)]
+    intents: BTreeMap<String, Vec<EntryDoc>>,
+    #[serde(default)]
+    records: BTreeMap<String, BTreeMap<String, BTreeMap<String, EntryDoc>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EntryDoc {
+    hlc: Hlc,
+    op_id: OpId,
+    payload: Value,
+    scope: Scope,
+}
+
+fn entry_json(op_id: &OpId, hlc: &Hlc, scope: &Scope, payload: &Value) -> Value {
+    let mut m = Map::new();
+    m.insert("hlc".into(), hlc_json(hlc));
+    m.insert("op_id".into(), Value::from(op_id.to_string()));
+    m.insert("payload".into(), payload.clone());
+    m.insert("scope".into(), Value::from(scope.to_string()));
+    Value::Object(m)
+}
+
+impl State {
+    /// The canonical JSON value of the state (see the module docs).
+    pub fn to_canonical_json(&self) -> Value {
+        let mut events = Map::new();
+        for (surface, stream) in &self.events {
+            let entries = stream
+                .values()
+                .map(|e| entry_json(&e.op_id, &e.hlc, &e.scope, &e.payload));
+            events.insert(surface.to_string(), Value::Array(entries.collect()));
+        }
+        let mut records = Map::new();
+        for ((surface, scope, key), r) in &self.records {
+            let by_scope = records
+                .entry(surface.to_string())
+                .or_insert_with(|| Value::Object(Map::new()));
+            if let Value::Object(by_scope) = by_scope {
+                let by_key = by_scope
+                    .entry(scope.to_string())
+                    .or_insert_with(|| Value::Object(Map::new()));
+                if let Value::Object(by_key) = by_key {
+                    by_key.insert(
+                        key.clone(),
+                        entry_json(&r.op_id, &r.hlc, &r.scope, &r.payload),
+                    );
+                }
+            }
+        }
+        let mut intents = Map::new();
+        for view in self.intents.views() {
+            let entries = self
+                .intents
+                .entries(&view.intent_id)
+                .map(|e| entry_json(&e.op_id, &e.hlc, &e.scope, &e.payload));
+            intents.insert(view.intent_id.to_string(), Value::Array(entries.collect()));
+        }
+        let mut doc = Map::new();
+        doc.insert("events".into(), Value::Object(events));
+        doc.insert("intents".into(), Value::Object(intents));
+        doc.insert("records".into(), Value::Object(records));
+        doc.insert("v".into(), Value::from(STATE_LAYOUT_VERSION));
+        Value::Object(doc)
+    }
+
+    /// The canonical bytes of the state (see the module docs).
+    pub fn to_canonical_bytes(&self) -> Vec<u8> {
+        canonical_json(&self.to_canonical_json())
+    }
+
+    /// Decodes canonical state bytes, refusing anything not exactly canonical.
+    pub fn from_canonical_bytes(bytes: &[u8]) -> Result<Self, StateDecodeError> {
+        let value: Value = serde_json::from_slice(bytes).map_err(|_| StateDecodeError::NotJson)?;
+        let doc: Doc = serde_json::from_value(value).map_err(|_| StateDecodeError::Layout)?;
+        if doc.v != STATE_LAYOUT_VERSION {
+            return Err(StateDecodeError::UnsupportedVersion(doc.v));
+        }
+        let mut state = State::new();
+        let mut add = |surface: &Surface, e: EntryDoc| -> Result<(), StateDecodeError> {
+            let prepared = prepare(e.op_id, e.hlc, &e.scope, surface, &e.payload)?;
+            state.insert(prepared);
+            Ok(())
+        };
+        for (surface, entries) in doc.events {
+            let surface = parse_surface(&surface)?;
+            for e in entries {
+                add(&surface, e)?;
+            }
+        }
+        for (_, entries) in doc.intents {
+            for e in entries {
+                add(&Surface::Intent, e)?;
+            }
+        }
+        for (surface, by_scope) in doc.records {
+            let surface = parse_surface(&surface)?;
+            for (_, by_key) in by_scope {
+                for (_, e) in by_key {
+                    add(&surface, e)?;
+                }
+            }
+        }
+        if state.to_canonical_bytes() != bytes {
+            return Err(StateDecodeError::NonCanonical);
+        }
+        Ok(state)
+    }
+}
+
+fn parse_surface(s: &str) -> Result<Surface, StateDecodeError> {
+    Surface::parse(s).map_err(|_| StateDecodeError::InvalidKey("surface"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::oplog::author::OpAuthor;
+    use crate::domain::oplog::fold::fold;
+    use crate::domain::oplog::test_support::{arb_chains, author, dev};
+    use crate::domain::oplog::OpPayload;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    fn sample() -> State {
+        let mut a = OpAuthor::new(dev(1));
+        let mut op = |surface: Surface, payload: Value| {
+            a.append(1, Scope::Personal, surface, OpPayload::Plain(payload))
+                .unwrap()
+        };
+        let ops = [
+            op(
+                Surface::Conversation,
+                json!({"conversation_id": "c", "role": "user", "text": "hi"}),
+            ),
+            op(Surface::Knowledge, json!({"key": "k", "body": 1})),
+            op(
+                Surface::Intent,
+                json!({"intent_id": "i", "run_id": dev(9).to_string(), "status": "pending"}),
+            ),
+        ];
+        fold(&ops).unwrap()
+    }
+
+    fn text(s: &State) -> String {
+        String::from_utf8(s.to_canonical_bytes()).unwrap()
+    }
+
+    #[test]
+    fn the_empty_state_encodes_to_a_fixed_string() {
+        assert_eq!(
+            text(&State::new()),
+            r#"{"events":{},"intents":{},"records":{},"v":1}"#
+        );
+    }
+
+    #[test]
+    fn the_layout_is_as_documented() {
+        let v: Value = serde_json::from_slice(&sample().to_canonical_bytes()).unwrap();
+        let event = &v["events"]["conversation"][0];
+        assert_eq!(event["payload"]["text"], json!("hi"));
+        assert_eq!(event["scope"], json!("personal"));
+        assert_eq!(event["hlc"]["device"], json!(dev(1).to_string()));
+        assert_eq!(
+            v["records"]["knowledge"]["personal"]["k"]["payload"]["body"],
+            json!(1)
+        );
+        assert_eq!(v["intents"]["i"][0]["payload"]["status"], json!("pending"));
+        assert_eq!(v["v"], json!(1));
+    }
+
+    #[test]
+    fn states_round_trip() {
+        let s = sample();
+        assert_eq!(
+            State::from_canonical_bytes(&s.to_canonical_bytes()).unwrap(),
+            s
+        );
+        let empty = State::new();
+        assert_eq!(
+            State::from_canonical_bytes(&empty.to_canonical_bytes()).unwrap(),
+            empty
+        );
+    }
+
+    #[test]
+    fn anything_but_the_exact_canonical_bytes_is_refused() {
+        let bytes = sample().to_canonical_bytes();
+        let t = String::from_utf8(bytes).unwrap();
+        let err = |s: &str| State::from_canonical_bytes(s.as_bytes()).unwrap_err();
+        assert_eq!(err("not json"), StateDecodeError::NotJson);
+        assert_eq!(err(r#"{"v":1,"extra":{}}"#), StateDecodeError::Layout);
+        assert_eq!(
+            err(r#"{"events":{},"intents":{},"records":{},"v":2}"#),
+            StateDecodeError::UnsupportedVersion(2)
+        );
+        // Whitespace, missing groups.
+        assert_eq!(
+            err(&t.replacen(':', ": ", 1)),
+            StateDecodeError::NonCanonical
+        );
+        assert_eq!(err(r#"{"v":1}"#), StateDecodeError::NonCanonical);
+        assert_eq!(
+            err(r#"{"events":{"email":[]},"intents":{},"records":{},"v":1}"#),
+            StateDecodeError::InvalidKey("surface")
+        );
+        // An entry filed under the wrong key.
+        assert_eq!(
+            err(&t.replace(r#""k":{"#, r#""z":{"#)),
+            StateDecodeError::NonCanonical
+        );
+        // A payload the fold refuses.
+        let keyless = t.replace(r#""key":"k""#, r#""id":"k""#);
+        assert!(matches!(
+            State::from_canonical_bytes(keyless.as_bytes()),
+            Err(StateDecodeError::InvalidEntry(FoldError::MissingKey { .. }))
+        ));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+
+        #[test]
+        fn folded_states_round_trip(chains in arb_chains(6)) {
+            let ops: Vec<_> = author(&chains).into_iter().flatten().collect();
+            let s = fold(&ops).unwrap();
+            prop_assert_eq!(State::from_canonical_bytes(&s.to_canonical_bytes()).unwrap(), s);
+        }
+    }
+}

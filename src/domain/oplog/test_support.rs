@@ -1,0 +1,165 @@
+//! Test-only generators: multi-device op sets for the fold and checkpoint properties.
+
+use proptest::prelude::*;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use super::author::OpAuthor;
+use super::intent::{Intent, IntentId, IntentStatus};
+use super::op::{OpPayload, OpRecord};
+use super::scope::Scope;
+use super::surface::Surface;
+use crate::domain::ids::{DeviceId, Epoch, RunId};
+
+/// Device `n` (n > 0).
+pub(super) fn dev(n: u128) -> DeviceId {
+    DeviceId::from_uuid(Uuid::from_u128(n)).expect("non-nil")
+}
+
+/// Run `n` (n > 0).
+pub(super) fn run(n: u128) -> RunId {
+    RunId::from_uuid(Uuid::from_u128(n)).expect("non-nil")
+}
+
+/// What one generated op says, before it is authored.
+#[derive(Debug, Clone)]
+pub(super) enum OpSpec {
+    Turn {
+        role: u8,
+        text: u8,
+    },
+    Fact {
+        key: u8,
+        value: u8,
+        deleted: bool,
+    },
+    Pref {
+        key: u8,
+        value: u8,
+        shared: bool,
+    },
+    Command {
+        text: u8,
+    },
+    Intent {
+        intent: u8,
+        run: u8,
+        status: u8,
+        epoch: u8,
+    },
+}
+
+pub(super) fn arb_spec() -> impl Strategy<Value = OpSpec> {
+    prop_oneof![
+        (0u8..3, 0u8..3).prop_map(|(role, text)| OpSpec::Turn { role, text }),
+        (0u8..3, 0u8..4, any::<bool>()).prop_map(|(key, value, deleted)| OpSpec::Fact {
+            key,
+            value,
+            deleted
+        }),
+        (0u8..2, 0u8..4, any::<bool>()).prop_map(|(key, value, shared)| OpSpec::Pref {
+            key,
+            value,
+            shared
+        }),
+        (0u8..3).prop_map(|text| OpSpec::Command { text }),
+        (0u8..2, 0u8..2, 0u8..5, 0u8..3).prop_map(|(intent, run, status, epoch)| OpSpec::Intent {
+            intent,
+            run,
+            status,
+            epoch
+        }),
+    ]
+}
+
+fn to_op(spec: &OpSpec) -> (Scope, Surface, Value) {
+    match *spec {
+        OpSpec::Turn { role, text } => {
+            let role = ["user", "assistant", "system"][usize::from(role)];
+            // Identical turns on purpose: they must stay distinct entries.
+            let payload =
+                json!({"conversation_id": "c1", "role": role, "text": format!("t{text}")});
+            (Scope::Personal, Surface::Conversation, payload)
+        }
+        OpSpec::Fact {
+            key,
+            value,
+            deleted,
+        } => {
+            let mut payload = json!({"key": format!("f{key}"), "body": value});
+            if deleted {
+                payload["deleted"] = json!(true);
+            }
+            (Scope::Personal, Surface::Knowledge, payload)
+        }
+        OpSpec::Pref { key, value, shared } => {
+            let scope = if shared {
+                Scope::shared("acme").expect("valid org")
+            } else {
+                Scope::Personal
+            };
+            let payload = json!({"key": format!("p{key}"), "value": value});
+            (scope, Surface::Preference, payload)
+        }
+        OpSpec::Command { text } => (
+            Scope::Personal,
+            Surface::Command,
+            json!(format!("ls {text}")),
+        ),
+        OpSpec::Intent {
+            intent,
+            run: r,
+            status,
+            epoch,
+        } => {
+            let status = match status {
+                0 => IntentStatus::Pending,
+                1 => IntentStatus::Dispatched {
+                    epoch: Epoch::new(u64::from(epoch)),
+                },
+                2 => IntentStatus::Committed,
+                3 => IntentStatus::Failed,
+                _ => IntentStatus::Cancelled,
+            };
+            let intent = Intent {
+                intent_id: IntentId::parse(&format!("i{intent}")).expect("valid id"),
+                run_id: run(u128::from(r) + 1),
+                status,
+            };
+            (Scope::Personal, Surface::Intent, intent.to_payload())
+        }
+    }
+}
+
+/// One device's chain: specs with the physical time step before each.
+pub(super) type ChainSpec = Vec<(u8, OpSpec)>;
+
+/// Up to three devices, each with up to `max_ops` ops.
+pub(super) fn arb_chains(max_ops: usize) -> impl Strategy<Value = Vec<ChainSpec>> {
+    prop::collection::vec(
+        prop::collection::vec((0u8..4, arb_spec()), 0..=max_ops),
+        1..=3,
+    )
+}
+
+/// Authors the chains: device `i + 1` writes chain `i`; physical time advances by the steps
+/// (often by zero, so stamps collide on wall time and the counter and device break ties).
+pub(super) fn author(chains: &[ChainSpec]) -> Vec<Vec<OpRecord>> {
+    chains
+        .iter()
+        .enumerate()
+        .map(|(i, chain)| {
+            let mut a = OpAuthor::new(dev(i as u128 + 1));
+            let mut now = 1_000;
+            chain
+                .iter()
+                .map(|(step, spec)| {
+                    now += u64::from(*step);
+                    let (scope, surface, payload) = to_op(spec);
+                    a.append(now, scope, surface, OpPayload::Plain(payload))
+                        .expect("generated payloads are valid")
+                })
+                .collect()
+        })
+        .collect()
+}
