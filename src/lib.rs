@@ -14,8 +14,10 @@
 //!
 //! Dependencies point inward only:
 //!
-//! - [`domain`] is pure: ids, repositories, sessions, messages, side-effects, runtime status.
-//!   No I/O, no clock, no randomness, no async; ids and times arrive as arguments.
+//! - [`domain`] is pure: ids, repositories, sessions, messages, side-effects, runtime status,
+//!   the device-sync oplog core ([`domain::oplog`]), crypto envelopes and key wraps
+//!   ([`domain::crypto`]) and the retry backoff policy. No I/O, no clock, no OS randomness, no
+//!   async; ids, times and random sources arrive as arguments.
 //! - [`ports`] are the traits the app needs, each with a written contract: [`ports::Store`]
 //!   (durable facts, the effect log and consumer cursors), [`ports::SideEffectSink`] (a
 //!   synchronous, non-blocking doorbell), [`ports::Clock`] and [`ports::IdGen`]. Every contract
@@ -67,8 +69,9 @@
 //! - An in-memory `Store`: `SqliteStore::open_in_memory` serves tests and development; SQLite
 //!   is the single source of truth in production.
 //! - Effect-log pruning: the log grows until a consumer-aware compaction lands.
-//! - The cloud, realtime and device-sync layers described in the architecture build on this
-//!   foundation in later releases.
+//! - The relay, pump and lease coordinators of device sync, and the cloud (Supabase) and
+//!   realtime (Ably) consumers: their pure cores exist in [`domain::oplog`] and
+//!   [`domain::crypto`]; the ports, adapters and app wiring come in later releases.
 
 #![warn(missing_docs)]
 
