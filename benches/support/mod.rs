@@ -220,6 +220,8 @@ pub struct Suite {
 struct Report<'a> {
     suite: &'a str,
     quick: bool,
+    /// False when built without optimisations (e.g. by `cargo test`): figures then mean little.
+    optimized: bool,
     rows: &'a [Row],
 }
 
@@ -236,6 +238,9 @@ impl Suite {
                 .map(|v| v.split(',').map(|s| s.trim().to_owned()).collect()),
             rows: Vec::new(),
         };
+        if cfg!(debug_assertions) {
+            suite.progress("warning: unoptimised build; run `cargo bench` for meaningful figures");
+        }
         if let Some(only) = &suite.only {
             suite.progress(&format!("only rows matching {only:?} (TANDEM_BENCH_ONLY)"));
         }
@@ -390,6 +395,7 @@ impl Suite {
         let report = Report {
             suite: &self.name,
             quick: self.quick,
+            optimized: !cfg!(debug_assertions),
             rows: &self.rows,
         };
         let json = serde_json::to_string_pretty(&report).map_err(std::io::Error::other)?;
