@@ -107,12 +107,8 @@ impl OpAuthor {
 mod tests {
     use super::*;
     use crate::domain::oplog::hlc::DEFAULT_MAX_DRIFT_MS;
+    use crate::domain::oplog::test_support::dev;
     use serde_json::json;
-    use uuid::Uuid;
-
-    fn dev(n: u128) -> DeviceId {
-        DeviceId::from_uuid(Uuid::from_u128(n)).unwrap()
-    }
 
     fn run(i: u64) -> OpPayload {
         OpPayload::Plain(json!({ "step": i }))

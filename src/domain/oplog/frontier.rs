@@ -163,34 +163,12 @@ pub(super) fn hlc_json(hlc: &Hlc) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::oplog::author::OpAuthor;
-    use crate::domain::oplog::{OpPayload, Scope, Surface};
+    use crate::domain::oplog::test_support::{chain, dev};
     use serde_json::json;
-    use uuid::Uuid;
-
-    fn dev(n: u128) -> DeviceId {
-        DeviceId::from_uuid(Uuid::from_u128(n)).unwrap()
-    }
-
-    fn chain(device: DeviceId, n: usize) -> Vec<OpRecord> {
-        let mut author = OpAuthor::new(device);
-        (0..n)
-            .map(|i| {
-                author
-                    .append(
-                        10 + i as u64,
-                        Scope::Personal,
-                        Surface::Run,
-                        OpPayload::Plain(json!(i)),
-                    )
-                    .unwrap()
-            })
-            .collect()
-    }
 
     #[test]
     fn advance_accepts_only_the_next_op() {
-        let ops = chain(dev(1), 3);
+        let ops = chain(dev(1), 3, 10);
         let mut f = Frontier::new();
         assert!(f.is_empty());
         assert!(!f.advance(&ops[1]));
@@ -209,7 +187,7 @@ mod tests {
     #[test]
     fn set_and_genesis() {
         let mut f = Frontier::new();
-        let ops = chain(dev(2), 1);
+        let ops = chain(dev(2), 1, 10);
         f.set(ChainTip {
             device: dev(2),
             head: Some(ChainHead::of(&ops[0])),
@@ -223,7 +201,7 @@ mod tests {
 
     #[test]
     fn canonical_json_and_serde() {
-        let ops = chain(dev(1), 1);
+        let ops = chain(dev(1), 1, 10);
         let mut f = Frontier::new();
         f.advance(&ops[0]);
         let v = f.to_canonical_json();

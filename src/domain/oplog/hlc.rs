@@ -214,11 +214,7 @@ fn bump(wall: u64, counter: u32) -> (u64, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use uuid::Uuid;
-
-    fn dev(n: u128) -> DeviceId {
-        DeviceId::from_uuid(Uuid::from_u128(n)).unwrap()
-    }
+    use crate::domain::oplog::test_support::dev;
 
     #[test]
     fn order_is_wall_then_counter_then_device() {

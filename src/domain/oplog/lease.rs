@@ -281,11 +281,7 @@ pub fn check_dispatch(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use uuid::Uuid;
-
-    fn dev(n: u128) -> DeviceId {
-        DeviceId::from_uuid(Uuid::from_u128(n)).unwrap()
-    }
+    use crate::domain::oplog::test_support::dev;
 
     #[test]
     fn acquire_only_when_free_or_expired_with_increasing_epochs() {

@@ -287,13 +287,9 @@ impl OpRecord {
 mod tests {
     use super::*;
     use crate::domain::oplog::canonical::Framer;
+    use crate::domain::oplog::test_support::dev;
     use serde_json::json;
     use sha2::{Digest, Sha256};
-    use uuid::Uuid;
-
-    fn dev(n: u128) -> DeviceId {
-        DeviceId::from_uuid(Uuid::from_u128(n)).unwrap()
-    }
 
     fn device_a() -> DeviceId {
         DeviceId::parse("018f2b6e-0000-7000-8000-00000000000a").unwrap()

@@ -16,6 +16,24 @@ pub(super) fn dev(n: u128) -> DeviceId {
     DeviceId::from_uuid(Uuid::from_u128(n)).expect("non-nil")
 }
 
+/// A valid chain of `n` run-surface ops authored by `device`, the first stamped at
+/// `first_wall_ms` and each later one a millisecond after.
+pub(super) fn chain(device: DeviceId, n: usize, first_wall_ms: u64) -> Vec<OpRecord> {
+    let mut author = OpAuthor::new(device);
+    (0..n)
+        .map(|i| {
+            author
+                .append(
+                    first_wall_ms + i as u64,
+                    Scope::Personal,
+                    Surface::Run,
+                    OpPayload::Plain(json!({ "i": i })),
+                )
+                .expect("authoring a valid op")
+        })
+        .collect()
+}
+
 /// Run `n` (n > 0).
 pub(super) fn run(n: u128) -> RunId {
     RunId::from_uuid(Uuid::from_u128(n)).expect("non-nil")

@@ -289,29 +289,9 @@ pub fn verify_batch(
 mod tests {
     use super::*;
     use crate::domain::oplog::author::OpAuthor;
+    use crate::domain::oplog::test_support::{chain, dev};
     use crate::domain::oplog::{OpPayload, Scope, Surface};
     use serde_json::{json, Value};
-    use uuid::Uuid;
-
-    fn dev(n: u128) -> DeviceId {
-        DeviceId::from_uuid(Uuid::from_u128(n)).unwrap()
-    }
-
-    fn chain(device: DeviceId, n: usize) -> Vec<OpRecord> {
-        let mut author = OpAuthor::new(device);
-        (0..n)
-            .map(|i| {
-                author
-                    .append(
-                        1_000 + i as u64,
-                        Scope::Personal,
-                        Surface::Run,
-                        OpPayload::Plain(json!({"i": i})),
-                    )
-                    .unwrap()
-            })
-            .collect()
-    }
 
     /// Rewrites one field of an op's JSON form (a tampered wire copy).
     fn tamper(op: &OpRecord, edit: impl FnOnce(&mut Value)) -> OpRecord {
@@ -335,7 +315,7 @@ mod tests {
 
     #[test]
     fn a_valid_chain_verifies_in_one_go_or_in_pieces() {
-        let ops = chain(dev(1), 4);
+        let ops = chain(dev(1), 4, 1000);
         let tip = verify_chain(&ops, &ChainTip::genesis(dev(1)), None).unwrap();
         assert_eq!(tip.head, Some(ChainHead::of(&ops[3])));
         let mid = verify_chain(&ops[..2], &ChainTip::genesis(dev(1)), None).unwrap();
@@ -345,7 +325,7 @@ mod tests {
 
     #[test]
     fn tampered_payload_is_an_op_id_mismatch() {
-        let ops = chain(dev(1), 2);
+        let ops = chain(dev(1), 2, 1000);
         let bad = tamper(&ops[1], |v| v["payload"]["plain"]["i"] = json!(99));
         let err =
             verify_chain(&[ops[0].clone(), bad], &ChainTip::genesis(dev(1)), None).unwrap_err();
@@ -357,7 +337,7 @@ mod tests {
 
     #[test]
     fn missing_op_is_a_seq_gap() {
-        let ops = chain(dev(1), 3);
+        let ops = chain(dev(1), 3, 1000);
         let err = verify_chain(
             &[ops[0].clone(), ops[2].clone()],
             &ChainTip::genesis(dev(1)),
@@ -383,7 +363,7 @@ mod tests {
 
     #[test]
     fn wrong_prev_is_a_broken_prev() {
-        let ops = chain(dev(1), 2);
+        let ops = chain(dev(1), 2, 1000);
         let bad = forge(
             &ops[1],
             ops[1].hlc(),
@@ -421,7 +401,7 @@ mod tests {
 
     #[test]
     fn a_different_op_at_the_held_head_is_a_fork() {
-        let ops = chain(dev(1), 2);
+        let ops = chain(dev(1), 2, 1000);
         let tip = verify_chain(&ops, &ChainTip::genesis(dev(1)), None).unwrap();
         let rival = forge(
             &ops[1],
@@ -444,7 +424,7 @@ mod tests {
 
     #[test]
     fn check_against_held_tells_redelivery_from_fork() {
-        let ops = chain(dev(1), 2);
+        let ops = chain(dev(1), 2, 1000);
         assert_eq!(check_against_held(&ops[1], &ops[1]), Ok(()));
         let rival = forge(
             &ops[1],
@@ -465,7 +445,7 @@ mod tests {
             check_against_held(&ops[0], &ops[1]),
             Err(VerifyError::SeqGap { .. })
         ));
-        let other = chain(dev(2), 1);
+        let other = chain(dev(2), 1, 1000);
         assert!(matches!(
             check_against_held(&other[0], &ops[0]),
             Err(VerifyError::ForeignDevice { .. })
@@ -474,7 +454,7 @@ mod tests {
 
     #[test]
     fn non_increasing_stamp_is_refused() {
-        let ops = chain(dev(1), 1);
+        let ops = chain(dev(1), 1, 1000);
         let same = forge(&ops[0], ops[0].hlc(), Seq::new(1), Some(ops[0].op_id()));
         let err =
             verify_chain(&[ops[0].clone(), same], &ChainTip::genesis(dev(1)), None).unwrap_err();
@@ -501,7 +481,7 @@ mod tests {
 
     #[test]
     fn ops_of_another_device_are_foreign() {
-        let ops = chain(dev(2), 1);
+        let ops = chain(dev(2), 1, 1000);
         let err = verify_chain(&ops, &ChainTip::genesis(dev(1)), None).unwrap_err();
         assert_eq!(
             err,
@@ -571,8 +551,8 @@ mod tests {
 
     #[test]
     fn verify_batch_groups_by_device_in_any_order() {
-        let a = chain(dev(1), 3);
-        let b = chain(dev(2), 2);
+        let a = chain(dev(1), 3, 1000);
+        let b = chain(dev(2), 2, 1000);
         let mut mixed = vec![
             b[1].clone(),
             a[2].clone(),
