@@ -11,15 +11,34 @@ use crate::domain::{
 };
 use crate::ports::StoreError;
 
+// Column lists as macros, so the store can build its SQL as compile-time constants with
+// `concat!` instead of formatting strings on every call.
+
 /// Column list matching [`message`].
-pub const MESSAGE_COLUMNS: &str = "id, session_id, seq, role, content, created_at_ms, origin";
+macro_rules! message_columns {
+    () => {
+        "id, session_id, seq, role, content, created_at_ms, origin"
+    };
+}
 /// Column list matching [`session`].
-pub const SESSION_COLUMNS: &str =
-    "id, repository_id, title, status, created_at_ms, updated_at_ms, closed_at_ms";
+macro_rules! session_columns {
+    () => {
+        "id, repository_id, title, status, created_at_ms, updated_at_ms, closed_at_ms"
+    };
+}
 /// Column list matching [`repository`].
-pub const REPOSITORY_COLUMNS: &str = "id, name, remote_url, created_at_ms, updated_at_ms";
+macro_rules! repository_columns {
+    () => {
+        "id, name, remote_url, created_at_ms, updated_at_ms"
+    };
+}
 /// Column list matching [`effect`].
-pub const EFFECT_COLUMNS: &str = "seq, payload, committed_at_ms";
+macro_rules! effect_columns {
+    () => {
+        "seq, payload, committed_at_ms"
+    };
+}
+pub(crate) use {effect_columns, message_columns, repository_columns, session_columns};
 
 /// A row decoding failure: either SQLite could not read the column, or the value is invalid.
 pub enum RowError {

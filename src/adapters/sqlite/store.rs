@@ -16,8 +16,42 @@ use super::connection::{open_file, open_memory, SqliteOptions};
 use super::error::{
     constraint_code, map_sqlite, CONSTRAINT_FOREIGNKEY, CONSTRAINT_PRIMARYKEY, CONSTRAINT_UNIQUE,
 };
-use super::rows::{self, EFFECT_COLUMNS, MESSAGE_COLUMNS, REPOSITORY_COLUMNS, SESSION_COLUMNS};
+use super::rows::{self, effect_columns, message_columns, repository_columns, session_columns};
 use super::schema::migrate;
+
+const SELECT_REPOSITORIES: &str = concat!("SELECT ", repository_columns!(), " FROM repositories");
+const SELECT_SESSIONS: &str = concat!("SELECT ", session_columns!(), " FROM sessions");
+const SELECT_MESSAGES: &str = concat!("SELECT ", message_columns!(), " FROM messages");
+const SELECT_MESSAGES_AFTER: &str = concat!(
+    "SELECT ",
+    message_columns!(),
+    " FROM messages WHERE session_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"
+);
+const SELECT_MESSAGE_BY_ID: &str = concat!(
+    "SELECT ",
+    message_columns!(),
+    " FROM messages WHERE id = ?1"
+);
+const SELECT_EFFECTS_AFTER: &str = concat!(
+    "SELECT ",
+    effect_columns!(),
+    " FROM effects WHERE seq > ?1 ORDER BY seq LIMIT ?2"
+);
+const INSERT_REPOSITORY: &str = concat!(
+    "INSERT INTO repositories (",
+    repository_columns!(),
+    ") VALUES (?1, ?2, ?3, ?4, ?5)"
+);
+const INSERT_SESSION: &str = concat!(
+    "INSERT INTO sessions (",
+    session_columns!(),
+    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+);
+const INSERT_MESSAGE: &str = concat!(
+    "INSERT INTO messages (",
+    message_columns!(),
+    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+);
 
 /// The SQLite-backed store: one writer connection, plus a reader connection for file databases
 /// so effect-log consumers and refreshes never queue behind the writer.
@@ -129,24 +163,14 @@ impl Store for SqliteStore {
         let conn = self.reader();
         // One read transaction so the three tables are a consistent snapshot.
         let tx = conn.unchecked_transaction().map_err(map_sqlite)?;
-        let repositories = collect(
-            &tx,
-            &format!("SELECT {REPOSITORY_COLUMNS} FROM repositories"),
-            rows::repository,
-        )?;
-        let sessions = collect(
-            &tx,
-            &format!("SELECT {SESSION_COLUMNS} FROM sessions"),
-            rows::session,
-        )?;
+        let repositories = collect(&tx, SELECT_REPOSITORIES, rows::repository)?;
+        let sessions = collect(&tx, SELECT_SESSIONS, rows::session)?;
         let mut by_session: HashMap<SessionId, Vec<Message>> =
             sessions.iter().map(|s| (s.id, Vec::new())).collect();
         {
             // Table order is insertion order, which is seq order within a session; sorted below
             // only if that ever fails to hold.
-            let mut stmt = tx
-                .prepare(&format!("SELECT {MESSAGE_COLUMNS} FROM messages"))
-                .map_err(map_sqlite)?;
+            let mut stmt = tx.prepare(SELECT_MESSAGES).map_err(map_sqlite)?;
             let mut it = stmt.query([]).map_err(map_sqlite)?;
             while let Some(row) = it.next().map_err(map_sqlite)? {
                 let m = rows::message(row)?;
@@ -201,10 +225,7 @@ impl Store for SqliteStore {
     ) -> Result<Vec<Message>, StoreError> {
         let conn = self.reader();
         let mut stmt = conn
-            .prepare_cached(&format!(
-                "SELECT {MESSAGE_COLUMNS} FROM messages WHERE session_id = ?1 AND seq > ?2 \
-                 ORDER BY seq LIMIT ?3"
-            ))
+            .prepare_cached(SELECT_MESSAGES_AFTER)
             .map_err(map_sqlite)?;
         let mut it = stmt
             .query(params![
@@ -223,9 +244,7 @@ impl Store for SqliteStore {
     fn message(&self, id: MessageId) -> Result<Option<Message>, StoreError> {
         let conn = self.reader();
         let mut stmt = conn
-            .prepare_cached(&format!(
-                "SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?1"
-            ))
+            .prepare_cached(SELECT_MESSAGE_BY_ID)
             .map_err(map_sqlite)?;
         let mut it = stmt.query([id.to_string()]).map_err(map_sqlite)?;
         match it.next().map_err(map_sqlite)? {
@@ -241,9 +260,7 @@ impl Store for SqliteStore {
     ) -> Result<Vec<EffectRecord>, StoreError> {
         let conn = self.reader();
         let mut stmt = conn
-            .prepare_cached(&format!(
-                "SELECT {EFFECT_COLUMNS} FROM effects WHERE seq > ?1 ORDER BY seq LIMIT ?2"
-            ))
+            .prepare_cached(SELECT_EFFECTS_AFTER)
             .map_err(map_sqlite)?;
         let mut it = stmt
             .query(params![as_i64(after.get()), as_i64(limit as u64)])
@@ -453,7 +470,7 @@ fn apply_fact(tx: &Transaction<'_>, fact: &Fact) -> Result<(), StoreError> {
 
 fn insert_repository(tx: &Transaction<'_>, r: &Repository) -> Result<(), StoreError> {
     tx.execute(
-        &format!("INSERT INTO repositories ({REPOSITORY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5)"),
+        INSERT_REPOSITORY,
         params![
             r.id.to_string(),
             r.name,
@@ -473,7 +490,7 @@ fn insert_repository(tx: &Transaction<'_>, r: &Repository) -> Result<(), StoreEr
 
 fn insert_session(tx: &Transaction<'_>, s: &Session) -> Result<(), StoreError> {
     tx.execute(
-        &format!("INSERT INTO sessions ({SESSION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"),
+        INSERT_SESSION,
         params![
             s.id.to_string(),
             s.repository_id.to_string(),
@@ -508,25 +525,23 @@ fn append_message(tx: &Transaction<'_>, m: &Message) -> Result<(), StoreError> {
     if claimed == 0 {
         return Err(explain_refused_append(tx, m));
     }
-    tx.prepare_cached(&format!(
-        "INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
-    ))
-    .and_then(|mut s| {
-        s.execute(params![
-            m.id.to_string(),
-            session,
-            seq,
-            m.role.as_str(),
-            m.content,
-            m.created_at_ms,
-            m.origin.to_string()
-        ])
-    })
-    .map_err(|e| {
-        on_constraint(e, |code| {
-            (code == CONSTRAINT_UNIQUE).then_some(DomainError::DuplicateMessage(m.id))
+    tx.prepare_cached(INSERT_MESSAGE)
+        .and_then(|mut s| {
+            s.execute(params![
+                m.id.to_string(),
+                session,
+                seq,
+                m.role.as_str(),
+                m.content,
+                m.created_at_ms,
+                m.origin.to_string()
+            ])
         })
-    })?;
+        .map_err(|e| {
+            on_constraint(e, |code| {
+                (code == CONSTRAINT_UNIQUE).then_some(DomainError::DuplicateMessage(m.id))
+            })
+        })?;
     Ok(())
 }
 
