@@ -326,7 +326,7 @@ impl Engine {
     /// Deletes a session and its messages.
     pub fn delete_session(&self, id: SessionId) -> Result<(), EngineError> {
         let _w = self.write_lock();
-        self.session_or_err(id)?;
+        self.require_session(id)?;
         let now = self.clock.now_ms();
         let records = self.commit(
             vec![Fact::DeleteSession(id)],
@@ -439,7 +439,7 @@ impl Engine {
         status: RuntimeStatus,
     ) -> Result<EffectSeq, EngineError> {
         let _w = self.write_lock();
-        self.session_or_err(session)?;
+        self.require_session(session)?;
         let previous = self.views().runtime.get(&session).map(|e| e.updated_at_ms);
         let now = self.clock.now_ms();
         let stamp = previous.map_or(now, |p| now.max(p + 1));
@@ -454,7 +454,7 @@ impl Engine {
         envelope: RuntimeStatusEnvelope,
     ) -> Result<StatusUpdate, EngineError> {
         let _w = self.write_lock();
-        self.session_or_err(envelope.session_id)?;
+        self.require_session(envelope.session_id)?;
         if !envelope.supersedes(self.views().runtime.get(&envelope.session_id)) {
             return Ok(StatusUpdate::Stale);
         }
@@ -471,7 +471,7 @@ impl Engine {
         status: &str,
     ) -> Result<EffectSeq, EngineError> {
         let _w = self.write_lock();
-        self.session_or_err(session)?;
+        self.require_session(session)?;
         let now = self.clock.now_ms();
         let records = self.commit(
             Vec::new(),
@@ -605,6 +605,15 @@ impl Engine {
     fn session_or_err(&self, id: SessionId) -> Result<Session, EngineError> {
         self.session(id)
             .ok_or_else(|| DomainError::SessionNotFound(id).into())
+    }
+
+    /// Fails unless the session exists; unlike `session_or_err`, copies nothing.
+    fn require_session(&self, id: SessionId) -> Result<(), EngineError> {
+        if self.views().sessions.contains_key(&id) {
+            Ok(())
+        } else {
+            Err(DomainError::SessionNotFound(id).into())
+        }
     }
 
     fn set_session(&self, session: &Session) {
