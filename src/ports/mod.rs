@@ -3,13 +3,24 @@
 //! Adapters in [`crate::adapters`] implement them; the shared conformance suites in
 //! [`conformance`] check every adapter against the same clauses.
 
+pub mod auth;
 pub mod clock;
+pub mod cloud;
 pub mod conformance;
 pub mod id_gen;
+pub mod lease;
+pub mod relay;
 pub mod sink;
 pub mod store;
 
+pub use auth::{AuthContext, AuthError, RefreshToken, TokenPair, TokenRefresher};
 pub use clock::Clock;
+pub use cloud::{
+    AccessToken, CloudDeviceRow, CloudError, CloudMessageRow, CloudRepositoryRow, CloudSessionRow,
+    CloudSessionStatus, CloudSync,
+};
 pub use id_gen::IdGen;
+pub use lease::{LeaseCoordinator, LeaseCoordinatorError};
+pub use relay::{GcReport, PullBatch, PullCursors, PushOutcome, Relay, RelayError, RosterEntry};
 pub use sink::SideEffectSink;
 pub use store::{Fact, Store, StoreContents, StoreError, WriteBatch};

@@ -70,6 +70,18 @@ const MIGRATIONS: &[&str] = &[
         updated_at_ms INTEGER NOT NULL
     );
     ",
+    // 2: device-sync oplog (journal, chain heads, folded state, checkpoints).
+    r"
+    -- oplog: filled in by the device-sync work
+    ",
+    // 3: cold path bookkeeping (session keys sealed at rest, dead letters).
+    r"
+    -- cold path: filled in by the cloud work
+    ",
+    // 4: execution leases (durable epochs).
+    r"
+    -- leases: filled in by the lease work
+    ",
 ];
 
 /// The schema version this build writes.
