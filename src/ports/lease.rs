@@ -5,6 +5,8 @@
 //! for that resource. The transitions themselves are the pure [`LeaseSlot`] ones; an adapter
 //! only adds storage, atomicity and its clock.
 //!
+//! [`LeaseSlot`]: crate::domain::oplog::LeaseSlot
+//!
 //! # Contract
 //!
 //! Every clause below has a conformance test of the same name in
