@@ -1,5 +1,7 @@
 //! Adapters: concrete technologies behind the ports. Only the app and the binary name them.
 
+pub mod memory;
+pub(crate) mod relay_core;
 pub mod sink;
 pub mod sqlite;
 pub mod system;
