@@ -3,5 +3,6 @@
 mod crash_safety;
 mod disk_full;
 mod engine_invariants;
+mod relay;
 mod store_conformance;
 mod support;

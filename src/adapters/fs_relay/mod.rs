@@ -13,11 +13,13 @@
 //!   directory). Bytes past the manifest's head are a torn tail from a crash: never served,
 //!   and truncated by the next push.
 //! - **Small files for the rest.** One roster file per device and one checkpoint file, each
-//!   replaced atomically, so concurrent acks of different devices never collide.
+//!   replaced atomically and carrying a digest of its content, so concurrent acks of
+//!   different devices never collide and any damage is caught on read.
 //! - **Locks.** Pushing and gc hold the chain's lock file exclusively, pulls hold it shared;
 //!   roster and checkpoint updates hold their own lock files ([`std::fs::File::lock`]).
 //! - **Untrusted bytes.** Everything read back is re-verified before it is served (op ids,
-//!   contiguous seqs, prev links, increasing stamps, the manifest's head); damage is reported
+//!   contiguous seqs, prev links, increasing stamps, the manifest's head), and each record
+//!   must be byte-identical to the op's own serialization; damage is reported
 //!   as [`RelayError::Corrupt`] or [`RelayError::Verify`], never served and never a panic.
 //!   Data that is merely missing (a segment shorter than the manifest says, as while a synced
 //!   folder catches up) ends the answer early instead: a verified prefix is served.
