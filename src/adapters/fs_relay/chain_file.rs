@@ -123,7 +123,7 @@ impl<'a> ChainFiles<'a> {
             (tip, self.read_raw(from.get(), n)?)
         } else {
             let before = from.get() - 1;
-            let mut ops = self.read_raw(before, n + 1)?;
+            let mut ops = self.read_raw(before, n.saturating_add(1))?;
             if ops.is_empty() {
                 return Ok(ops);
             }

@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::error::{corrupt, io_err, json_problem};
+use super::error::{corrupt, io_err, json_problem, FsRelayError};
 use super::files::{ensure_dir, is_hidden, read_checked, write_checked};
 use super::lock::FileLock;
 use crate::domain::ids::DeviceId;
@@ -69,6 +69,9 @@ impl Layout {
             Some(bytes) => serde_json::from_slice::<FormatFile>(&bytes)
                 .map_err(|e| corrupt(&path, json_problem(&e)))?,
             None => {
+                if !(1..=MAX_SEGMENT_OPS).contains(&segment_ops) {
+                    return Err(FsRelayError::Options("segment_ops must be 1 to 1048576").into());
+                }
                 let format = FormatFile {
                     format: FORMAT_NAME.to_owned(),
                     version: FORMAT_VERSION,
