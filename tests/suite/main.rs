@@ -4,5 +4,6 @@ mod crash_safety;
 mod disk_full;
 mod engine_invariants;
 mod lease;
+mod relay;
 mod store_conformance;
 mod support;

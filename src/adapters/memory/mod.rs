@@ -3,5 +3,7 @@
 //! durable adapters.
 
 mod lease;
+pub mod relay;
 
 pub use lease::InMemoryLeaseCoordinator;
+pub use relay::MemoryRelay;
