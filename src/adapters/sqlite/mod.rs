@@ -4,12 +4,18 @@
 //! `synchronous=FULL` by default or `NORMAL` by option) and refuses to run if SQLite did not take
 //! them. The schema is embedded and versioned through `PRAGMA user_version`.
 
+mod cold_dead_letters;
+mod cold_keys;
+mod cold_store;
 mod connection;
 mod error;
 mod rows;
 mod schema;
 mod store;
 
+pub use cold_dead_letters::{DeadLetter, DeadLetterId, NewDeadLetter};
+pub use cold_keys::StoredSessionKey;
+pub use cold_store::SqliteColdStore;
 pub use connection::{SqliteOptions, Synchronous};
 pub use schema::SCHEMA_VERSION;
 pub use store::SqliteStore;
