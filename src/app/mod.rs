@@ -1,8 +1,10 @@
 //! The application layer: the only place that composes ports and adapters.
 
 pub mod auth;
+pub mod cold;
 pub mod crash_writer;
 pub mod demo;
+pub mod devices;
 pub mod effect_log;
 pub mod engine;
 
