@@ -6,6 +6,9 @@
 //!
 //! # Contract
 //!
+//! Every named clause has a conformance test of the same name in
+//! [`conformance::session_metadata`](crate::ports::conformance::session_metadata).
+//!
 //! - `returns_committed_rows`: [`SessionMetadataProvider::repository`] and
 //!   [`SessionMetadataProvider::session`] MUST return the latest committed state of the row.
 //! - `unknown_ids_are_none`: an id that was never committed MUST yield `Ok(None)`, not an

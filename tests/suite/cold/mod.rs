@@ -8,5 +8,6 @@ mod dead_letters;
 mod devices;
 mod fake_cloud;
 mod harness;
+mod metadata_conformance;
 mod retries;
 mod status;
