@@ -133,6 +133,17 @@ impl From<CryptoError> for Failure {
     }
 }
 
+/// Message plaintext read for sealing, wiped when dropped, whichever way sealing ends.
+struct Plaintexts(Vec<Message>);
+
+impl Drop for Plaintexts {
+    fn drop(&mut self) {
+        for message in &mut self.0 {
+            message.content.zeroize();
+        }
+    }
+}
+
 /// Runs blocking work off the runtime; a failed task is a transient failure.
 async fn off_runtime<T: Send + 'static>(
     work: impl FnOnce() -> T + Send + 'static,
@@ -218,10 +229,10 @@ impl ColdConsumer {
         })
         .await?
         .map_err(|e| Failure::store(&e))?;
-        let mut messages: Vec<Message> = messages.into_iter().flatten().collect();
+        let messages = Plaintexts(messages.into_iter().flatten().collect());
 
         let mut keys: BTreeMap<SessionId, HeldKey> = BTreeMap::new();
-        for session in messages.iter().map(|m| m.session_id) {
+        for session in messages.0.iter().map(|m| m.session_id) {
             if keys.contains_key(&session) {
                 continue;
             }
@@ -233,8 +244,8 @@ impl ColdConsumer {
             keys.insert(session, held);
         }
 
-        let mut rows = Vec::with_capacity(messages.len());
-        for message in &mut messages {
+        let mut rows = Vec::with_capacity(messages.0.len());
+        for message in &messages.0 {
             let Some(held) = keys.get(&message.session_id) else {
                 continue;
             };
@@ -245,9 +256,7 @@ impl ColdConsumer {
                 context.device_id,
                 held.epoch,
             );
-            let sealed = seal_message(&held.key, &aad, message.content.as_bytes(), &mut OsRng);
-            message.content.zeroize();
-            let sealed = sealed?;
+            let sealed = seal_message(&held.key, &aad, message.content.as_bytes(), &mut OsRng)?;
             rows.push(CloudMessageRow {
                 id: message.id,
                 session_id: message.session_id,

@@ -32,6 +32,7 @@
 //!
 //! [`tick`]: ColdConsumer::tick
 
+mod builder;
 mod config;
 mod consumer;
 mod dead_letters;
@@ -44,8 +45,9 @@ mod plan;
 #[cfg(test)]
 mod tests;
 
+pub use builder::ColdConsumerBuilder;
 pub use config::ColdConfig;
-pub use consumer::{ColdConsumer, ColdConsumerBuilder, ColdLag, TickOutcome};
+pub use consumer::{ColdConsumer, ColdLag, TickOutcome};
 pub use dead_letters::{ReplayOutcome, ReplayReport};
 pub use doorbell::Doorbell;
 pub use error::ColdError;

@@ -11,6 +11,14 @@
 //! The cold consumer ([`crate::app::cold`]) seals with the [`Keyring`]'s newest key of each
 //! session and asks [`Devices`] to distribute a key before the first message sealed with it
 //! leaves the device.
+//!
+//! # Not handled here
+//!
+//! - A session written on several devices: each device that uploads a session's messages
+//!   without holding a key creates its own generation 1. Agreeing on one key per session is
+//!   left to device sync (the oplog), which knows where a session was created.
+//! - A device registered after a key was distributed does not receive that key until the
+//!   owner distributes again ([`Devices::distribute`] is idempotent per recipient).
 
 mod error;
 mod keyring;
