@@ -30,6 +30,14 @@ fn context(access: &str) -> AuthContext {
 }
 
 fn fixture(cloud: MockCloudSync, refresher: MockTokenRefresher) -> Fixture {
+    fixture_with_jitter(cloud, refresher, 0.0)
+}
+
+fn fixture_with_jitter(
+    cloud: MockCloudSync,
+    refresher: MockTokenRefresher,
+    jitter: f64,
+) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("t.db");
     let store = Arc::new(SqliteStore::open(&path, SqliteOptions::default()).unwrap());
@@ -40,7 +48,7 @@ fn fixture(cloud: MockCloudSync, refresher: MockTokenRefresher) -> Fixture {
         &path,
         engine.effect_log(),
     )
-    .jitter(Arc::new(FixedJitter(0.0)))
+    .jitter(Arc::new(FixedJitter(jitter)))
     .open()
     .unwrap();
     Fixture {
@@ -227,4 +235,50 @@ async fn agent_status_changes_are_skipped_without_a_call() {
         }
     );
     assert_eq!(f.consumer.tick().await, TickOutcome::Idle);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_injected_jitter_shapes_the_backoff() {
+    let mut cloud = MockCloudSync::new();
+    cloud
+        .expect_upsert_repository()
+        .times(2)
+        .returning(|_, _| Err(CloudError::Network("connection refused".into())));
+    let f = fixture_with_jitter(cloud, MockTokenRefresher::new(), 0.5);
+    f.consumer.auth().set(context("a1"));
+    f.engine.create_repository("r", None).unwrap();
+    let mut delays = Vec::new();
+    for _ in 0..2 {
+        let before = tokio::time::Instant::now();
+        match f.consumer.tick().await {
+            TickOutcome::Failed { retry_at, .. } => {
+                delays.push(retry_at - before);
+                tokio::time::sleep_until(retry_at).await;
+            }
+            other => panic!("expected a failure, got {other:?}"),
+        }
+    }
+    // Equal jitter at 0.5 keeps three quarters of 2 s, then of 4 s.
+    assert_eq!(
+        delays,
+        [Duration::from_millis(1500), Duration::from_millis(3000)]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn replay_needs_an_auth_context() {
+    let f = fixture(MockCloudSync::new(), MockTokenRefresher::new());
+    let err = f
+        .consumer
+        .replay(crate::adapters::sqlite::DeadLetterId::new(1))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ColdError::NotAuthenticated));
+    f.consumer.auth().set(context("a1"));
+    let err = f
+        .consumer
+        .replay(crate::adapters::sqlite::DeadLetterId::new(1))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ColdError::UnknownDeadLetter(_)));
 }
