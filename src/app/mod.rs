@@ -1,10 +1,14 @@
 //! The application layer: the only place that composes ports and adapters.
 
+pub mod auth;
+pub mod cold;
 pub mod crash_writer;
 pub mod demo;
+pub mod devices;
 pub mod effect_log;
 pub mod engine;
 
+pub use auth::{AuthState, AuthedCallError, RefreshError};
 pub use effect_log::{EffectConsumer, EffectLog};
 pub use engine::{
     Engine, EngineBuilder, EngineConfig, EngineError, LiveEvent, StatusUpdate, Subscription,

@@ -11,6 +11,7 @@ pub mod error;
 pub mod ids;
 pub mod message;
 pub mod oplog;
+pub mod routing;
 pub mod runtime_status;
 pub mod session;
 

@@ -10,6 +10,7 @@ pub mod conformance;
 pub mod id_gen;
 pub mod lease;
 pub mod relay;
+pub mod session_metadata;
 pub mod sink;
 pub mod store;
 
@@ -22,5 +23,6 @@ pub use cloud::{
 pub use id_gen::IdGen;
 pub use lease::{LeaseCoordinator, LeaseCoordinatorError};
 pub use relay::{GcReport, PullBatch, PullCursors, PushOutcome, Relay, RelayError, RosterEntry};
+pub use session_metadata::{MetadataError, SessionMetadataProvider};
 pub use sink::SideEffectSink;
 pub use store::{Fact, Store, StoreContents, StoreError, WriteBatch};

@@ -1,5 +1,6 @@
 //! Integration tests: one binary, a module per area.
 
+mod cold;
 mod crash_safety;
 mod disk_full;
 mod engine_invariants;

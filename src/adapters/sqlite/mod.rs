@@ -5,6 +5,9 @@
 //! `synchronous=FULL` by default or `NORMAL` by option) and refuses to run if SQLite did not take
 //! them. The schema is embedded and versioned through `PRAGMA user_version`.
 
+mod cold_dead_letters;
+mod cold_keys;
+mod cold_store;
 mod connection;
 mod error;
 mod lease;
@@ -12,6 +15,9 @@ mod rows;
 mod schema;
 mod store;
 
+pub use cold_dead_letters::{DeadLetter, DeadLetterId, NewDeadLetter};
+pub use cold_keys::StoredSessionKey;
+pub use cold_store::SqliteColdStore;
 pub use connection::{SqliteOptions, Synchronous};
 pub use lease::SqliteLeaseCoordinator;
 pub use schema::SCHEMA_VERSION;

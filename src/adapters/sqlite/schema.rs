@@ -76,7 +76,37 @@ const MIGRATIONS: &[&str] = &[
     ",
     // 3: cold path bookkeeping (session keys sealed at rest, dead letters).
     r"
-    -- cold path: filled in by the cloud work
+    -- Session keys, one row per (session, epoch), sealed under the device-local key: the
+    -- database never holds a key in clear. No foreign key to sessions: keys received from
+    -- other devices belong to sessions this database may not hold.
+    CREATE TABLE session_keys (
+        session_id        TEXT    NOT NULL,
+        epoch             INTEGER NOT NULL CHECK (epoch >= 1),
+        sealed_key        BLOB    NOT NULL,
+        -- 1: created (or rotated) on this device, which distributes it; 0: received.
+        owned             INTEGER NOT NULL CHECK (owned IN (0, 1)),
+        -- When its wraps reached the cloud; NULL while an owned key still awaits them.
+        distributed_at_ms INTEGER,
+        created_at_ms     INTEGER NOT NULL,
+        PRIMARY KEY (session_id, epoch)
+    ) WITHOUT ROWID;
+
+    -- Effects a consumer could not deliver (permanent failures), kept for an operator to
+    -- list and replay. The payload is the effect itself: ids and runtime status, never
+    -- message content. One row per (consumer, effect), so dead-lettering is idempotent.
+    CREATE TABLE dead_letters (
+        id                 INTEGER PRIMARY KEY AUTOINCREMENT,
+        consumer           TEXT    NOT NULL,
+        effect_seq         INTEGER NOT NULL,
+        kind               TEXT    NOT NULL,
+        payload            TEXT    NOT NULL,
+        reason             TEXT    NOT NULL,
+        retry_class        TEXT    NOT NULL,
+        attempts           INTEGER NOT NULL CHECK (attempts >= 1),
+        created_at_ms      INTEGER NOT NULL,
+        last_attempt_at_ms INTEGER NOT NULL,
+        UNIQUE (consumer, effect_seq)
+    );
     ",
     // 4: execution leases (durable epochs).
     r"

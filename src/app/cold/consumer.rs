@@ -1,0 +1,467 @@
+//! [`ColdConsumer`]: drains the effect log into the cloud tables, one unit per [`tick`].
+//!
+//! [`tick`]: ColdConsumer::tick
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::adapters::sqlite::{NewDeadLetter, SqliteColdStore};
+use crate::app::auth::AuthState;
+use crate::app::devices::Devices;
+use crate::app::effect_log::EffectConsumer;
+use crate::domain::backoff::RetryClass;
+use crate::domain::{EffectRecord, EffectSeq};
+use crate::ports::{
+    AccessToken, Clock, CloudSync, SessionMetadataProvider, StoreError, TokenRefresher,
+};
+
+use super::config::ColdConfig;
+use super::doorbell::Doorbell;
+use super::error::ColdError;
+use super::execute::{Failure, Pending};
+use super::jitter::Jitter;
+use super::plan::{plan, Plan, Unit, WindowKind, Work};
+
+/// What one [`ColdConsumer::tick`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TickOutcome {
+    /// No auth context is set: nothing was read, sent or acknowledged.
+    NoContext,
+    /// Nothing after the cursor.
+    Idle,
+    /// A batch (or status window) is gathering until `until`.
+    Batching {
+        /// When it will be sent even if it has not grown.
+        until: Instant,
+    },
+    /// A failed unit waits for its retry time.
+    BackingOff {
+        /// When it will be retried.
+        until: Instant,
+    },
+    /// Effects the cold path ignores were passed over.
+    Skipped {
+        /// The new cursor position.
+        through: EffectSeq,
+    },
+    /// A unit reached the cloud and the cursor advanced.
+    Delivered {
+        /// Effects delivered (messages in the batch, statuses, or 1).
+        items: usize,
+        /// The new cursor position.
+        through: EffectSeq,
+    },
+    /// A unit failed for good: its effects were dead-lettered and the cursor advanced.
+    DeadLettered {
+        /// Effects dead-lettered.
+        items: usize,
+        /// The new cursor position.
+        through: EffectSeq,
+    },
+    /// A unit failed and will be retried at `retry_at`.
+    Failed {
+        /// How the failure was classified.
+        class: RetryClass,
+        /// When it will be retried.
+        retry_at: Instant,
+    },
+}
+
+/// How far behind the cold path is, for health reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ColdLag {
+    /// Effects committed but not yet acknowledged (an upper bound: the log may have gaps).
+    pub behind: u64,
+    /// Age of the oldest unacknowledged effect.
+    pub oldest_unsent_age: Option<Duration>,
+    /// The last failure, until the next success.
+    pub last_error: Option<String>,
+    /// Dead letters waiting for an operator.
+    pub dead_letters: u64,
+    /// Whether the consumer is paused for want of an auth context.
+    pub waiting_for_auth: bool,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct Worker {
+    pending: Option<Pending>,
+    window: Option<(WindowKind, EffectSeq, Instant)>,
+    retry_at: Option<Instant>,
+    /// The token of the last unauthenticated failure: a new token cuts the backoff short.
+    refused_token: Option<AccessToken>,
+    failures: u32,
+}
+
+/// The cold path: drains the effect log into the cloud tables. See the module docs of
+/// [`crate::app::cold`].
+pub struct ColdConsumer {
+    pub(super) cloud: Arc<dyn CloudSync>,
+    pub(super) devices: Arc<Devices>,
+    pub(super) log: EffectConsumer,
+    pub(super) store: Arc<SqliteColdStore>,
+    pub(super) metadata: Arc<dyn SessionMetadataProvider>,
+    pub(super) clock: Arc<dyn Clock>,
+    pub(super) jitter: Arc<dyn Jitter>,
+    pub(super) config: ColdConfig,
+    pub(super) doorbell: Arc<Doorbell>,
+    pub(super) worker: tokio::sync::Mutex<Worker>,
+    pub(super) last_error: Mutex<Option<String>>,
+}
+
+impl std::fmt::Debug for ColdConsumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ColdConsumer")
+            .field("consumer", &self.config.consumer)
+            .field("store", &self.store)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ColdConsumer {
+    /// The auth state: set a context to start, clear it to pause.
+    pub fn auth(&self) -> &Arc<AuthState> {
+        self.devices.auth()
+    }
+
+    /// The device service (registration, revocation, key distribution) sharing this
+    /// consumer's keyring.
+    pub fn devices(&self) -> &Arc<Devices> {
+        &self.devices
+    }
+
+    /// The doorbell that wakes the consumer (give it to the engine as a sink).
+    pub fn doorbell(&self) -> &Arc<Doorbell> {
+        &self.doorbell
+    }
+
+    /// Settings.
+    pub fn config(&self) -> &ColdConfig {
+        &self.config
+    }
+
+    /// The last effect acknowledged.
+    pub async fn position(&self) -> Result<EffectSeq, ColdError> {
+        let log = self.log.clone();
+        Ok(blocking_store(move || log.position()).await?)
+    }
+
+    pub(crate) fn cloud(&self) -> &Arc<dyn CloudSync> {
+        &self.cloud
+    }
+
+    pub(crate) fn refresher(&self) -> &Arc<dyn TokenRefresher> {
+        self.devices.refresher()
+    }
+
+    pub(crate) fn store(&self) -> &Arc<SqliteColdStore> {
+        &self.store
+    }
+
+    pub(crate) fn metadata(&self) -> &Arc<dyn SessionMetadataProvider> {
+        &self.metadata
+    }
+
+    pub(crate) fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    /// Does one unit of work (or reports why it cannot). Never sends anything without an auth
+    /// context; moves the cursor only past effects that reached the cloud, were dead-lettered,
+    /// or need nothing.
+    pub async fn tick(&self) -> TickOutcome {
+        let mut worker = self.worker.lock().await;
+        let Some(context) = self.auth().current() else {
+            return TickOutcome::NoContext;
+        };
+        let now = Instant::now();
+        if let Some(until) = worker.retry_at {
+            let token_changed = worker
+                .refused_token
+                .as_ref()
+                .is_some_and(|refused| *refused != context.access_token);
+            if now < until && !token_changed {
+                return TickOutcome::BackingOff { until };
+            }
+            worker.retry_at = None;
+            worker.refused_token = None;
+        }
+        if worker.pending.is_none() {
+            match self.next_unit(&mut worker, now).await {
+                Ok(Next::Unit(unit)) if unit.work == Work::Skip => {
+                    let through = unit.through;
+                    return match self.ack(through).await {
+                        Ok(()) => TickOutcome::Skipped { through },
+                        Err(failure) => self.failed(&mut worker, failure, None),
+                    };
+                }
+                Ok(Next::Unit(unit)) => worker.pending = Some(Pending::new(unit)),
+                Ok(Next::Idle) => return TickOutcome::Idle,
+                Ok(Next::Wait(until)) => return TickOutcome::Batching { until },
+                Err(failure) => return self.failed(&mut worker, failure, None),
+            }
+        }
+        let Some(pending) = worker.pending.as_mut() else {
+            return TickOutcome::Idle;
+        };
+        let result = self.attempt(pending, &context).await;
+        let (through, items) = (pending.unit.through, pending.unit.len());
+        match result {
+            Ok(()) => match self.ack(through).await {
+                Ok(()) => {
+                    worker.pending = None;
+                    worker.failures = 0;
+                    self.set_last_error(None);
+                    TickOutcome::Delivered { items, through }
+                }
+                Err(failure) => self.failed(&mut worker, failure, None),
+            },
+            Err(Failure::NoContext) => TickOutcome::NoContext,
+            Err(Failure::Retry {
+                class: RetryClass::Permanent,
+                reason,
+            }) => match self.dead_letter(&pending.unit, &reason).await {
+                Ok(()) => {
+                    tracing::warn!(items, %through, %reason, "cold path dead-lettered a unit");
+                    worker.pending = None;
+                    worker.failures = 0;
+                    self.set_last_error(Some(reason));
+                    TickOutcome::DeadLettered { items, through }
+                }
+                Err(failure) => self.failed(&mut worker, failure, None),
+            },
+            Err(failure) => {
+                // The token last refused is the current one (a refresh may have replaced
+                // the one this step started with).
+                let refused = self.auth().current().map(|c| c.access_token);
+                self.failed(&mut worker, failure, refused)
+            }
+        }
+    }
+
+    /// Loops [`Self::tick`] until `shutdown` resolves, waiting between steps for the
+    /// doorbell, the auth context, a batch window or a retry time, as the last step said.
+    pub async fn run(&self, shutdown: impl Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        let mut auth_changes = self.auth().subscribe();
+        loop {
+            let outcome = self.tick().await;
+            let deadline = match &outcome {
+                TickOutcome::NoContext => None,
+                TickOutcome::Idle => Some(Instant::now() + self.config.idle_poll),
+                TickOutcome::Batching { until } | TickOutcome::BackingOff { until } => Some(*until),
+                TickOutcome::Failed { retry_at, .. } => Some(*retry_at),
+                TickOutcome::Skipped { .. }
+                | TickOutcome::Delivered { .. }
+                | TickOutcome::DeadLettered { .. } => Some(Instant::now()),
+            };
+            let wait = async {
+                match deadline {
+                    Some(at) if at <= Instant::now() => tokio::task::yield_now().await,
+                    Some(at) => {
+                        tokio::select! {
+                            () = tokio::time::sleep_until(at) => {}
+                            () = self.doorbell.rung(), if !matches!(outcome, TickOutcome::Failed { .. } | TickOutcome::BackingOff { .. }) => {}
+                            changed = auth_changes.changed() => {
+                                if changed.is_err() { tokio::time::sleep_until(at).await }
+                            }
+                        }
+                    }
+                    None => {
+                        if auth_changes.changed().await.is_err() {
+                            std::future::pending::<()>().await;
+                        }
+                    }
+                }
+            };
+            tokio::select! {
+                biased;
+                () = &mut shutdown => break,
+                () = wait => {}
+            }
+        }
+    }
+
+    /// How far behind the cold path is (for health reports).
+    pub async fn lag(&self) -> Result<ColdLag, ColdError> {
+        let (log, store, consumer) = (
+            self.log.clone(),
+            Arc::clone(&self.store),
+            self.config.consumer.clone(),
+        );
+        let (behind, oldest, dead_letters) = blocking_store(move || {
+            let behind = log.lag()?;
+            let oldest = log.read(1)?.first().map(|r| r.committed_at_ms);
+            let dead_letters = store.dead_letter_count(&consumer)?;
+            Ok::<_, StoreError>((behind, oldest, dead_letters))
+        })
+        .await?;
+        let now = self.clock.now_ms();
+        let last_error = self.last_error().or_else(|| {
+            self.auth()
+                .last_refresh_error()
+                .map(|e| format!("token refresh: {e}"))
+        });
+        Ok(ColdLag {
+            behind,
+            oldest_unsent_age: oldest.map(|at| {
+                Duration::from_millis(u64::try_from(now.saturating_sub(at)).unwrap_or(0))
+            }),
+            last_error,
+            dead_letters,
+            waiting_for_auth: !self.auth().is_set(),
+        })
+    }
+
+    /// The last failure, until the next success.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub(crate) fn set_last_error(&self, error: Option<String>) {
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = error;
+    }
+
+    async fn next_unit(&self, worker: &mut Worker, now: Instant) -> Result<Next, Failure> {
+        let log = self.log.clone();
+        let limit = self.config.effective_read_limit();
+        let effects: Vec<EffectRecord> =
+            blocking_store(move || log.read(limit))
+                .await
+                .map_err(|e| Failure::Retry {
+                    class: RetryClass::Transient { retry_after: None },
+                    reason: format!("reading the effect log: {e}"),
+                })?;
+        let batch = self.config.effective_batch_size();
+        let unit = match plan(&effects, batch, false) {
+            Plan::Empty => {
+                worker.window = None;
+                return Ok(Next::Idle);
+            }
+            Plan::Ready(unit) => unit,
+            Plan::Window { kind, head } => {
+                let interval = match kind {
+                    WindowKind::Messages => self.config.flush_interval,
+                    WindowKind::Statuses => self.config.status_window,
+                };
+                let deadline = match worker.window {
+                    Some((k, h, deadline)) if k == kind && h == head => deadline,
+                    _ => {
+                        let deadline = now + interval;
+                        worker.window = Some((kind, head, deadline));
+                        deadline
+                    }
+                };
+                // An effect already older than the window (after a restart, say) waits no more.
+                let age_ms = effects
+                    .first()
+                    .map_or(0, |r| self.now_ms().saturating_sub(r.committed_at_ms));
+                let aged = u128::try_from(age_ms).unwrap_or(0) >= interval.as_millis();
+                if now < deadline && !aged {
+                    return Ok(Next::Wait(deadline));
+                }
+                match plan(&effects, batch, true) {
+                    Plan::Ready(unit) => unit,
+                    Plan::Empty | Plan::Window { .. } => return Ok(Next::Idle),
+                }
+            }
+        };
+        worker.window = None;
+        Ok(Next::Unit(unit))
+    }
+
+    async fn ack(&self, through: EffectSeq) -> Result<(), Failure> {
+        let log = self.log.clone();
+        match blocking_store(move || log.ack(through)).await {
+            // Already there (a cancelled step acknowledged it): nothing to do.
+            Ok(()) | Err(StoreError::CursorRegression { .. }) => Ok(()),
+            Err(e) => Err(Failure::Retry {
+                class: if e.is_transient() {
+                    RetryClass::Transient { retry_after: None }
+                } else {
+                    RetryClass::Network
+                },
+                reason: format!("advancing the cursor: {e}"),
+            }),
+        }
+    }
+
+    async fn dead_letter(&self, unit: &Unit, reason: &str) -> Result<(), Failure> {
+        let letters: Vec<NewDeadLetter> = unit
+            .effects()
+            .into_iter()
+            .map(|(effect_seq, effect)| NewDeadLetter {
+                consumer: self.config.consumer.clone(),
+                effect_seq,
+                effect,
+                reason: reason.to_owned(),
+                retry_class: RetryClass::Permanent,
+                attempts: 1,
+                at_ms: self.now_ms(),
+            })
+            .collect();
+        let store = Arc::clone(&self.store);
+        blocking_store(move || {
+            letters
+                .iter()
+                .try_for_each(|letter| store.insert_dead_letter(letter).map(drop))
+        })
+        .await
+        .map_err(|e| Failure::Retry {
+            class: RetryClass::Transient { retry_after: None },
+            reason: format!("dead-lettering: {e}"),
+        })?;
+        self.ack(unit.through).await
+    }
+
+    fn failed(
+        &self,
+        worker: &mut Worker,
+        failure: Failure,
+        token: Option<AccessToken>,
+    ) -> TickOutcome {
+        let (class, reason) = match failure {
+            Failure::NoContext => return TickOutcome::NoContext,
+            Failure::Retry { class, reason } => (class, reason),
+        };
+        worker.failures = worker.failures.saturating_add(1);
+        let jitter = self.jitter.sample();
+        let backoff = self.config.backoff;
+        let delay = match class {
+            // The immediate retry after a refresh already happened: back off from `base`.
+            RetryClass::Unauthenticated | RetryClass::Permanent => {
+                backoff.delay(worker.failures, jitter)
+            }
+            other => backoff
+                .next_delay(&other, worker.failures, jitter)
+                .unwrap_or_else(|| backoff.delay(worker.failures, jitter)),
+        };
+        let retry_at = Instant::now() + delay;
+        worker.retry_at = Some(retry_at);
+        worker.refused_token = token.filter(|_| class == RetryClass::Unauthenticated);
+        tracing::warn!(?class, attempt = worker.failures, delay_ms = delay.as_millis() as u64, %reason, "cold path step failed; backing off");
+        self.set_last_error(Some(reason));
+        TickOutcome::Failed { class, retry_at }
+    }
+}
+
+/// What the log offers next.
+enum Next {
+    Unit(Unit),
+    Idle,
+    Wait(Instant),
+}
+
+/// Runs a store operation off the runtime.
+pub(crate) async fn blocking_store<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| StoreError::Backend(Box::new(e)))?
+}

@@ -1,0 +1,346 @@
+//! Running one unit against the cloud: sealing message batches, looking up metadata, and the
+//! one token refresh allowed per refused token.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use rand_core::OsRng;
+use zeroize::Zeroize;
+
+use crate::app::auth::RefreshError;
+use crate::app::devices::{DevicesError, HeldKey, KeyringError};
+use crate::domain::backoff::RetryClass;
+use crate::domain::crypto::{seal_message, CryptoError, MessageAad};
+use crate::domain::routing::{route, ColdRoute};
+use crate::domain::{EffectRecord, EffectSeq, Message, SessionId, SessionStatus};
+use crate::ports::{
+    AccessToken, AuthContext, CloudError, CloudMessageRow, CloudRepositoryRow, CloudSessionRow,
+    CloudSessionStatus, MetadataError, StoreError,
+};
+
+use super::consumer::ColdConsumer;
+use super::plan::{MessageItem, StatusItem, Unit, Work};
+
+/// A unit in progress: what is already done survives retries.
+#[derive(Debug)]
+pub(crate) struct Pending {
+    pub(crate) unit: Unit,
+    /// The sealed batch, kept so every retry re-sends exactly the same rows.
+    sealed: Option<Vec<CloudMessageRow>>,
+    /// Status items already delivered.
+    done: HashSet<EffectSeq>,
+}
+
+impl Pending {
+    pub(crate) fn new(unit: Unit) -> Self {
+        Self {
+            unit,
+            sealed: None,
+            done: HashSet::new(),
+        }
+    }
+}
+
+/// Why an attempt failed.
+#[derive(Debug)]
+pub(crate) enum Failure {
+    /// The context was cleared: pause, nothing failed.
+    NoContext,
+    /// The attempt failed; the class says what to do next.
+    Retry {
+        /// How to retry.
+        class: RetryClass,
+        /// What went wrong (no secrets, no content).
+        reason: String,
+    },
+}
+
+impl Failure {
+    fn local(class: RetryClass, reason: impl std::fmt::Display) -> Self {
+        Self::Retry {
+            class,
+            reason: reason.to_string(),
+        }
+    }
+
+    fn store(e: &StoreError) -> Self {
+        let class = if e.is_transient() {
+            RetryClass::Transient { retry_after: None }
+        } else {
+            RetryClass::Permanent
+        };
+        Self::local(class, format!("local store: {e}"))
+    }
+
+    fn task(e: &tokio::task::JoinError) -> Self {
+        Self::local(
+            RetryClass::Transient { retry_after: None },
+            format!("background task failed: {e}"),
+        )
+    }
+
+    fn is_unauthenticated(&self) -> bool {
+        matches!(
+            self,
+            Self::Retry {
+                class: RetryClass::Unauthenticated,
+                ..
+            }
+        )
+    }
+}
+
+impl From<CloudError> for Failure {
+    fn from(e: CloudError) -> Self {
+        Self::Retry {
+            class: e.retry_class(),
+            reason: e.to_string(),
+        }
+    }
+}
+
+impl From<DevicesError> for Failure {
+    fn from(e: DevicesError) -> Self {
+        match e {
+            DevicesError::NotAuthenticated => Self::NoContext,
+            e => Self::Retry {
+                class: e.retry_class(),
+                reason: e.to_string(),
+            },
+        }
+    }
+}
+
+impl From<MetadataError> for Failure {
+    fn from(e: MetadataError) -> Self {
+        let class = match e {
+            MetadataError::Unavailable(_) => RetryClass::Transient { retry_after: None },
+            MetadataError::Backend(_) => RetryClass::Permanent,
+        };
+        Self::local(class, format!("session metadata: {e}"))
+    }
+}
+
+impl From<KeyringError> for Failure {
+    fn from(e: KeyringError) -> Self {
+        DevicesError::Keyring(e).into()
+    }
+}
+
+impl From<CryptoError> for Failure {
+    fn from(e: CryptoError) -> Self {
+        Self::local(RetryClass::Permanent, format!("sealing failed: {e}"))
+    }
+}
+
+/// Message plaintext read for sealing, wiped when dropped, whichever way sealing ends.
+struct Plaintexts(Vec<Message>);
+
+impl Drop for Plaintexts {
+    fn drop(&mut self) {
+        for message in &mut self.0 {
+            message.content.zeroize();
+        }
+    }
+}
+
+/// Runs blocking work off the runtime; a failed task is a transient failure.
+async fn off_runtime<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, Failure> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Failure::task(&e))
+}
+
+impl ColdConsumer {
+    /// One attempt at `pending`; a refused token is refreshed once and the unit retried at
+    /// once with the new token.
+    pub(crate) async fn attempt(
+        &self,
+        pending: &mut Pending,
+        context: &AuthContext,
+    ) -> Result<(), Failure> {
+        match self.execute(pending, context).await {
+            Err(failure) if failure.is_unauthenticated() => {
+                let refreshed = self
+                    .auth()
+                    .refresh(self.refresher().as_ref(), &context.access_token)
+                    .await;
+                match refreshed {
+                    Ok(fresh) => self.execute(pending, &fresh).await,
+                    Err(RefreshError::NoContext) => Err(Failure::NoContext),
+                    Err(e) => Err(Failure::local(
+                        RetryClass::Unauthenticated,
+                        format!("token refused and refresh failed: {e}"),
+                    )),
+                }
+            }
+            other => other,
+        }
+    }
+
+    async fn execute(&self, pending: &mut Pending, context: &AuthContext) -> Result<(), Failure> {
+        let token = &context.access_token;
+        match &pending.unit.work {
+            Work::Skip => Ok(()),
+            Work::Messages(items) => {
+                if pending.sealed.is_none() {
+                    let items = items.clone();
+                    pending.sealed = Some(self.seal_batch(&items, context).await?);
+                }
+                match pending.sealed.as_deref() {
+                    Some(rows) if !rows.is_empty() => {
+                        Ok(self.cloud().upsert_messages(token, rows).await?)
+                    }
+                    _ => Ok(()),
+                }
+            }
+            Work::Statuses(items) => {
+                let items: Vec<StatusItem> = items.clone();
+                for item in items {
+                    if pending.done.contains(&item.effect_seq) {
+                        continue;
+                    }
+                    self.send_status(token, &item).await?;
+                    pending.done.insert(item.effect_seq);
+                }
+                Ok(())
+            }
+            Work::Single(record) => {
+                let record = record.clone();
+                self.send_single(token, &record).await
+            }
+        }
+    }
+
+    /// Reads, seals and converts a batch. Messages deleted since their effect are left out.
+    async fn seal_batch(
+        &self,
+        items: &[MessageItem],
+        context: &AuthContext,
+    ) -> Result<Vec<CloudMessageRow>, Failure> {
+        let store = Arc::clone(self.store());
+        let ids: Vec<_> = items.iter().map(|m| m.message_id).collect();
+        let messages = off_runtime(move || {
+            ids.iter()
+                .map(|id| store.message(*id))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await?
+        .map_err(|e| Failure::store(&e))?;
+        let messages = Plaintexts(messages.into_iter().flatten().collect());
+
+        let mut keys: BTreeMap<SessionId, HeldKey> = BTreeMap::new();
+        for session in messages.0.iter().map(|m| m.session_id) {
+            if keys.contains_key(&session) {
+                continue;
+            }
+            let keyring = Arc::clone(self.devices().keyring());
+            let held = off_runtime(move || keyring.current_or_create(session)).await??;
+            if held.needs_distribution() {
+                self.devices().distribute(&held).await?;
+            }
+            keys.insert(session, held);
+        }
+
+        let mut rows = Vec::with_capacity(messages.0.len());
+        for message in &messages.0 {
+            let Some(held) = keys.get(&message.session_id) else {
+                continue;
+            };
+            let aad = MessageAad::new(
+                message.session_id,
+                message.id,
+                message.seq,
+                context.device_id,
+                held.epoch,
+            );
+            let sealed = seal_message(&held.key, &aad, message.content.as_bytes(), &mut OsRng)?;
+            rows.push(CloudMessageRow {
+                id: message.id,
+                session_id: message.session_id,
+                sequence_number: message.seq.get(),
+                role: message.role.as_str().to_owned(),
+                content_ciphertext: sealed.content_encrypted(),
+                content_nonce: sealed.content_nonce(),
+                key_epoch: held.epoch,
+                encryption_alg: sealed.alg.as_str().to_owned(),
+                sender_device_id: context.device_id,
+                created_at_ms: message.created_at_ms,
+            });
+        }
+        Ok(rows)
+    }
+
+    async fn send_status(&self, token: &AccessToken, item: &StatusItem) -> Result<(), Failure> {
+        let value = serde_json::to_value(&item.envelope)
+            .map_err(|e| Failure::local(RetryClass::Permanent, format!("status encoding: {e}")))?;
+        let changed = self
+            .cloud()
+            .update_runtime_status(
+                token,
+                item.envelope.session_id,
+                &value,
+                item.envelope.updated_at_ms,
+            )
+            .await?;
+        if !changed {
+            tracing::debug!(session = %item.envelope.session_id, "runtime status not newer in the cloud (or no session row)");
+        }
+        Ok(())
+    }
+
+    async fn send_single(&self, token: &AccessToken, record: &EffectRecord) -> Result<(), Failure> {
+        let cloud = self.cloud();
+        match route(&record.effect).cold {
+            ColdRoute::UpsertRepository(id) => {
+                let metadata = Arc::clone(self.metadata());
+                let Some(repo) = off_runtime(move || metadata.repository(id)).await?? else {
+                    return Ok(()); // deleted since: its deletion is later in the log
+                };
+                let row = CloudRepositoryRow {
+                    id: repo.id,
+                    name: repo.name,
+                    remote_url: repo.remote_url,
+                    created_at_ms: repo.created_at_ms,
+                    updated_at_ms: repo.updated_at_ms,
+                };
+                Ok(cloud.upsert_repository(token, &row).await?)
+            }
+            ColdRoute::DeleteRepository(id) => Ok(cloud.delete_repository(token, id).await?),
+            ColdRoute::UpsertSession(id) => {
+                let metadata = Arc::clone(self.metadata());
+                let Some(session) = off_runtime(move || metadata.session(id)).await?? else {
+                    return Ok(());
+                };
+                let row = CloudSessionRow {
+                    id: session.id,
+                    repository_id: session.repository_id,
+                    title: session.title,
+                    status: match session.status {
+                        SessionStatus::Active => CloudSessionStatus::Active,
+                        SessionStatus::Closed => CloudSessionStatus::Ended,
+                    },
+                    created_at_ms: session.created_at_ms,
+                    updated_at_ms: session.updated_at_ms,
+                    ended_at_ms: session.closed_at_ms,
+                };
+                Ok(cloud.upsert_session(token, &row).await?)
+            }
+            ColdRoute::EndSession(id) => {
+                let metadata = Arc::clone(self.metadata());
+                let closed_at = off_runtime(move || metadata.session(id))
+                    .await??
+                    .and_then(|s| s.closed_at_ms);
+                let ended_at = closed_at.unwrap_or(record.committed_at_ms);
+                if !cloud.end_session(token, id, ended_at).await? {
+                    tracing::debug!(session = %id, "no cloud session row to end");
+                }
+                Ok(())
+            }
+            ColdRoute::DeleteSession(id) => Ok(cloud.delete_session(token, id).await?),
+            ColdRoute::Message { .. } | ColdRoute::RuntimeStatus(_) | ColdRoute::Skip => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,55 @@
+//! The cold path: the effect log, encrypted and batched, into the cloud tables.
+//!
+//! ```text
+//!  effect log ──read after cursor──► plan ──► unit ──► seal (session key) ──► CloudSync
+//!      ▲                                                                       │
+//!      └──────────── ack (cursor) ◄── success or dead letter ◄─────────────────┘
+//! ```
+//!
+//! [`ColdConsumer`] owns the cursor named [`ColdConfig::consumer`]. Each [`tick`] does one
+//! unit of work, routed by [`crate::domain::routing`]:
+//!
+//! - **Messages**: up to [`ColdConfig::batch_size`] (50) messages, or whatever arrived within
+//!   [`ColdConfig::flush_interval`] (500 ms), become one `upsert_messages` call. Each message
+//!   is sealed with the newest key of its session (created on first use, stored sealed at
+//!   rest, and distributed to the user's devices before the first message sealed with it is
+//!   sent), under a fresh random nonce, bound to session, message id, seq, sender device,
+//!   key epoch and algorithm. A retried batch re-sends the very same rows.
+//! - **Repositories and sessions**: upserts with the current rows from a
+//!   [`SessionMetadataProvider`](crate::ports::SessionMetadataProvider), deletes, and
+//!   `end_session` on close.
+//! - **Runtime status**: updates gathered for [`ColdConfig::status_window`] (120 ms),
+//!   newest per session sent with `update_runtime_status`.
+//! - `AgentStatusChanged` is skipped.
+//!
+//! Nothing happens without an auth context: a tick then reads nothing and sends nothing.
+//! Failures are handled by class: transient and network failures back off `2 s · 2^(n-1)`
+//! up to 300 s with jitter, never sooner than `Retry-After`; a refused token is refreshed
+//! once and the unit retried at once, then backs off; a permanent failure dead-letters the
+//! unit's effects after that one attempt and the consumer moves on. The cursor advances only
+//! after the remote write succeeded or the effects were dead-lettered, so delivery is
+//! at-least-once and, with idempotent upserts, each effect lands exactly once.
+//!
+//! [`tick`]: ColdConsumer::tick
+
+mod builder;
+mod config;
+mod consumer;
+mod dead_letters;
+mod doorbell;
+mod error;
+mod execute;
+mod jitter;
+mod metadata;
+mod plan;
+#[cfg(test)]
+mod tests;
+
+pub use builder::ColdConsumerBuilder;
+pub use config::ColdConfig;
+pub use consumer::{ColdConsumer, ColdLag, TickOutcome};
+pub use dead_letters::{ReplayOutcome, ReplayReport};
+pub use doorbell::Doorbell;
+pub use error::ColdError;
+pub use jitter::{FixedJitter, Jitter, OsJitter};
+pub use metadata::EngineMetadata;
