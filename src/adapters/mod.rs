@@ -2,4 +2,5 @@
 
 pub mod sink;
 pub mod sqlite;
+pub mod supabase;
 pub mod system;
