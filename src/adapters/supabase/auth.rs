@@ -103,7 +103,7 @@ impl TokenRefresher for SupabaseTokenRefresher {
             .http
             .execute(request, &[refresh_token.expose_secret()])
             .await?;
-        let response: RefreshResponse = decode_json(&answer)?;
+        let response: RefreshResponse = decode_json(&answer.body)?;
         if response.access_token.is_empty() || response.refresh_token.is_empty() {
             return Err(AuthError::Backend(Box::new(Failure::Decode(
                 "the token response carries an empty token".into(),

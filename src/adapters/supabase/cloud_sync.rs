@@ -10,17 +10,20 @@
 //! | `upsert_device`         | `POST /devices?on_conflict=id`                                    |
 //! | `put_key_wraps`         | `POST /session_key_wraps?on_conflict=session_id,key_epoch,recipient_device_id` |
 //! | `delete_*`              | `DELETE /<table>?id=eq.<id>` (no row matched is success)           |
-//! | `end_session`           | `PATCH /sessions?id=eq.<id>&select=id`                            |
-//! | `update_runtime_status` | `PATCH /sessions?id=eq.<id>&or=(…is.null,…lt.<ms>)&select=id`     |
-//! | `revoke_device`         | `PATCH /devices?id=eq.<id>&revoked_at_ms=is.null&select=id`, then a lookup when nothing matched |
+//! | `end_session`           | `PATCH /sessions?id=eq.<id>`                                      |
+//! | `update_runtime_status` | `PATCH /sessions?id=eq.<id>&or=(…is.null,…lt.<ms>)`               |
+//! | `revoke_device`         | `PATCH /devices?id=eq.<id>&revoked_at_ms=is.null`, then a lookup when nothing matched |
 //! | `fetch_*`, `list_devices` | `GET` with the columns named in `select` and an explicit `order` |
 //!
 //! Upserts send `Prefer: resolution=merge-duplicates,return=minimal` (without `resolution=`,
 //! PostgREST treats `on_conflict` as a plain insert and answers 409 on duplicates). A bulk
 //! upsert is one `INSERT … ON CONFLICT` statement, so a batch lands whole or not at all.
-//! Conditional updates send `Prefer: return=representation` and select only `id`, so the
-//! number of rows in the answer is the number of rows changed: PostgREST answers a `PATCH` that
-//! matches nothing with success, never 404.
+//! Conditional updates send `Prefer: return=minimal,count=exact` and read the number of rows
+//! changed from the total in `Content-Range` (`0-0/1`, `*/0`): PostgREST answers a `PATCH`
+//! that matches nothing with success, never 404. (Counting the rows of a
+//! `return=representation` answer would also work, except that PostgREST 12.0 fails an
+//! `or=` filter combined with a returned representation with 42703 "column does not
+//! exist", which the runtime-status update needs.)
 //!
 //! Rows never carry `user_id`: the column defaults to `auth.uid()` and row-level security
 //! refuses any other owner, so the token alone decides whose rows these are.
@@ -45,7 +48,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::config::SupabaseConfig;
-use super::http::{decode_json, encode_json, Failure, HttpClient};
+use super::http::{decode_json, encode_json, Answer, Failure, HttpClient};
 use crate::domain::crypto::SessionKeyWrapRow;
 use crate::domain::ids::{DeviceId, RepositoryId, SessionId};
 use crate::ports::cloud::{
@@ -68,7 +71,7 @@ const KEY_WRAP_COLUMNS: &str = "session_id,key_epoch,recipient_device_id,sender_
 
 const PREFER_UPSERT: &str = "resolution=merge-duplicates,return=minimal";
 const PREFER_MINIMAL: &str = "return=minimal";
-const PREFER_REPRESENTATION: &str = "return=representation";
+const PREFER_COUNT: &str = "return=minimal,count=exact";
 
 /// The cloud copy of a user's sessions in Supabase tables, reached through PostgREST.
 ///
@@ -155,7 +158,7 @@ impl SupabaseCloudSync {
         token: &AccessToken,
         prefer: Option<&str>,
         body: Option<Vec<u8>>,
-    ) -> Result<Vec<u8>, Failure> {
+    ) -> Result<Answer, Failure> {
         let mut request = self.http.request(method, url, Some(token.expose_secret()));
         if let Some(prefer) = prefer {
             request = request.header("Prefer", prefer);
@@ -201,21 +204,13 @@ impl SupabaseCloudSync {
         table: &str,
         filters: &[(&str, &str)],
         patch: &T,
-    ) -> Result<usize, Failure> {
-        let mut query = filters.to_vec();
-        query.push(("select", "id"));
-        let url = self.url(table, &query)?;
+    ) -> Result<u64, Failure> {
+        let url = self.url(table, filters)?;
         let body = encode_json(patch)?;
         let answer = self
-            .call(
-                Method::PATCH,
-                url,
-                token,
-                Some(PREFER_REPRESENTATION),
-                Some(body),
-            )
+            .call(Method::PATCH, url, token, Some(PREFER_COUNT), Some(body))
             .await?;
-        Ok(decode_json::<Vec<IgnoredAny>>(&answer)?.len())
+        answer.total_count()
     }
 
     async fn select<T: DeserializeOwned>(
@@ -226,7 +221,7 @@ impl SupabaseCloudSync {
     ) -> Result<Vec<T>, Failure> {
         let url = self.url(table, query)?;
         let answer = self.call(Method::GET, url, token, None, None).await?;
-        decode_json(&answer)
+        decode_json(&answer.body)
     }
 }
 

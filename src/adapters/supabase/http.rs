@@ -26,7 +26,7 @@
 use std::error::Error as StdError;
 use std::time::Duration;
 
-use reqwest::header::{HeaderValue, RETRY_AFTER};
+use reqwest::header::{HeaderValue, CONTENT_RANGE, RETRY_AFTER};
 use reqwest::{Client, Method, RequestBuilder, StatusCode, Url};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -309,13 +309,21 @@ impl HttpClient {
         &self,
         request: RequestBuilder,
         secrets: &[&str],
-    ) -> Result<Vec<u8>, Failure> {
+    ) -> Result<Answer, Failure> {
         let response = request.send().await.map_err(transport_failure)?;
         let status = response.status();
         let retry_after = parse_retry_after(response.headers().get(RETRY_AFTER));
+        let content_range = response
+            .headers()
+            .get(CONTENT_RANGE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         let body = response.bytes().await.map_err(transport_failure)?;
         if status.is_success() {
-            return Ok(body.to_vec());
+            return Ok(Answer {
+                body: body.to_vec(),
+                content_range,
+            });
         }
         let mut secrets = secrets.to_vec();
         if let Some(key) = &self.config.api_key {
@@ -326,6 +334,27 @@ impl HttpClient {
             retry_after,
             body: ErrorBody::parse(status.as_u16(), &body).redact(&secrets),
         })
+    }
+}
+
+/// A success response.
+#[derive(Debug)]
+pub(super) struct Answer {
+    /// The body.
+    pub body: Vec<u8>,
+    /// The `Content-Range` header, if any.
+    pub content_range: Option<String>,
+}
+
+impl Answer {
+    /// The total of a `Content-Range` such as `0-0/1` or `*/0`: with `Prefer: count=exact`,
+    /// the number of rows the request matched (for a PATCH, the rows it changed).
+    pub fn total_count(&self) -> Result<u64, Failure> {
+        self.content_range
+            .as_deref()
+            .and_then(|range| range.rsplit_once('/'))
+            .and_then(|(_, total)| total.trim().parse().ok())
+            .ok_or_else(|| Failure::Decode("no row count in Content-Range".into()))
     }
 }
 
@@ -408,6 +437,23 @@ mod tests {
         .redact(&[token]);
         assert!(!body.message.contains("bbbbbbbbbb"), "{}", body.message);
         assert!(body.message.chars().count() <= MAX_MESSAGE_CHARS + 1);
+    }
+
+    #[test]
+    fn content_range_totals_are_parsed() {
+        let answer = |range: Option<&str>| Answer {
+            body: Vec::new(),
+            content_range: range.map(str::to_owned),
+        };
+        assert_eq!(answer(Some("0-0/1")).total_count().ok(), Some(1));
+        assert_eq!(answer(Some("*/0")).total_count().ok(), Some(0));
+        assert_eq!(answer(Some("0-24/3573")).total_count().ok(), Some(3573));
+        for bad in [None, Some("*/*"), Some("0-0"), Some("")] {
+            assert!(
+                matches!(answer(bad).total_count(), Err(Failure::Decode(_))),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]
