@@ -119,3 +119,48 @@ async fn on_conflict_without_a_resolution_is_a_plain_insert() {
         1
     );
 }
+
+#[tokio::test]
+async fn postgrest_answers_upserts_with_2xx_and_unmatched_writes_with_204() {
+    let Some(live) = LiveServices::from_env() else {
+        return;
+    };
+    let cloud = live.cloud();
+    let seeded = live.seeded(&cloud).await;
+    let (token, session) = (&seeded.user.token, seeded.session.id);
+    let batch = rows::messages(session, 1, 3, rows::device_id());
+    // 201 when the upsert inserted a row, 200 when it only updated existing ones.
+    for (attempt, expected) in [(1, 201), (2, 200)] {
+        let raw = live
+            .raw(
+                Method::POST,
+                "messages?on_conflict=session_id,sequence_number",
+                Some(token),
+                Some("resolution=merge-duplicates,return=minimal"),
+                Some(json!(batch)),
+            )
+            .await;
+        assert_eq!(raw.status, expected, "attempt {attempt}: {:?}", raw.body);
+    }
+    let missing = rows::session_id();
+    let patch = live
+        .raw(
+            Method::PATCH,
+            &format!("sessions?id=eq.{missing}"),
+            Some(token),
+            Some("return=minimal"),
+            Some(json!({"title": "nobody"})),
+        )
+        .await;
+    assert_eq!(patch.status, 204, "no 404 for an unmatched PATCH");
+    let delete = live
+        .raw(
+            Method::DELETE,
+            &format!("sessions?id=eq.{missing}"),
+            Some(token),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(delete.status, 204, "no 404 for an unmatched DELETE");
+}

@@ -9,6 +9,7 @@ pub mod rows;
 pub mod services;
 
 mod idempotency;
+mod outage;
 mod refresher;
 mod round_trip;
 mod runtime_status;

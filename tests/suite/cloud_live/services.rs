@@ -214,9 +214,27 @@ impl LiveServices {
     /// Runs one SQL statement as the superuser (row-level security does not apply) and
     /// returns its unaligned, trimmed output.
     pub fn psql(&self, sql: &str) -> String {
+        self.psql_url(&self.pg_url, sql)
+    }
+
+    /// Like [`psql`](Self::psql), in another database of the same server.
+    pub fn psql_in(&self, database: &str, sql: &str) -> String {
+        self.psql_url(&self.database_url(database), sql)
+    }
+
+    /// The URL of another database on the run's server.
+    pub fn database_url(&self, database: &str) -> String {
+        let server = self
+            .pg_url
+            .rsplit_once('/')
+            .map_or(self.pg_url.as_str(), |(server, _)| server);
+        format!("{server}/{database}")
+    }
+
+    fn psql_url(&self, url: &str, sql: &str) -> String {
         let output = Command::new("psql")
             .args(["-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", "-d"])
-            .arg(&self.pg_url)
+            .arg(url)
             .args(["-c", sql])
             .env("PGCONNECT_TIMEOUT", "10")
             .env("PGOPTIONS", "-c statement_timeout=10000")
@@ -228,6 +246,11 @@ impl LiveServices {
             String::from_utf8_lossy(&output.stderr)
         );
         String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    }
+
+    /// The JWT secret, for configuring another PostgREST of this run.
+    pub fn jwt_secret(&self) -> &str {
+        &self.jwt_secret
     }
 
     /// `select count(*) from <from_where>` as the superuser.
