@@ -260,6 +260,8 @@ fn is_transient_status(status: u16) -> bool {
 pub(super) struct HttpClient {
     client: Client,
     config: SupabaseConfig,
+    /// The `apikey` header value, marked sensitive.
+    api_key: Option<HeaderValue>,
 }
 
 impl std::fmt::Debug for HttpClient {
@@ -271,15 +273,30 @@ impl std::fmt::Debug for HttpClient {
 }
 
 impl HttpClient {
-    /// Builds the client.
+    /// Builds the client. A key that is not a valid header value is refused here, not
+    /// silently left out of requests later.
     pub fn new(config: SupabaseConfig) -> Result<Self, Failure> {
+        let api_key = match &config.api_key {
+            Some(key) => {
+                let mut value = HeaderValue::from_str(key.expose_secret()).map_err(|_| {
+                    Failure::Build("the API key is not a valid header value".into())
+                })?;
+                value.set_sensitive(true);
+                Some(value)
+            }
+            None => None,
+        };
         let client = Client::builder()
             .use_rustls_tls()
             .connect_timeout(config.timeouts.connect)
             .timeout(config.timeouts.request)
             .build()
             .map_err(|e| Failure::Build(chain(&e.without_url())))?;
-        Ok(Self { client, config })
+        Ok(Self {
+            client,
+            config,
+            api_key,
+        })
     }
 
     /// The configuration.
@@ -291,11 +308,8 @@ impl HttpClient {
     /// bearer token. Both headers are marked sensitive.
     pub fn request(&self, method: Method, url: Url, bearer: Option<&str>) -> RequestBuilder {
         let mut builder = self.client.request(method, url);
-        if let Some(key) = &self.config.api_key {
-            if let Ok(mut value) = HeaderValue::from_str(key.expose_secret()) {
-                value.set_sensitive(true);
-                builder = builder.header("apikey", value);
-            }
+        if let Some(key) = &self.api_key {
+            builder = builder.header("apikey", key.clone());
         }
         if let Some(token) = bearer {
             builder = builder.bearer_auth(token);
@@ -437,6 +451,16 @@ mod tests {
         .redact(&[token]);
         assert!(!body.message.contains("bbbbbbbbbb"), "{}", body.message);
         assert!(body.message.chars().count() <= MAX_MESSAGE_CHARS + 1);
+    }
+
+    #[test]
+    fn an_api_key_that_cannot_be_a_header_is_refused_at_construction() {
+        let config = SupabaseConfig::postgrest("http://127.0.0.1:1/")
+            .expect("url")
+            .with_api_key(crate::adapters::supabase::ApiKey::new("bad\nkey"));
+        let err = HttpClient::new(config).expect_err("newline in the key");
+        assert!(matches!(err, Failure::Build(_)), "{err:?}");
+        assert!(!err.to_string().contains("bad"), "{err}");
     }
 
     #[test]
