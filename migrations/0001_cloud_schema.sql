@@ -133,7 +133,9 @@ create trigger devices_guard
 --   role                who spoke (user, assistant, tool, …), in clear for listing;
 --   content_ciphertext  the sealed message body, base64;
 --   content_nonce       the AEAD nonce, base64;
---   key_epoch           which session key (see session_key_wraps) sealed it;
+--   key_epoch           which session key (see session_key_wraps) sealed it; devices
+--                       count epochs in an unsigned 32-bit integer, which PostgreSQL's
+--                       `integer` cannot hold, hence `bigint` bounded to that range;
 --   encryption_alg      algorithm name, e.g. 'xchacha20poly1305';
 --   sender_device_id    the device that sealed it; also bound into the ciphertext's
 --                       associated data, so it is deliberately not a foreign key (a
@@ -147,7 +149,7 @@ create table public.messages (
   role                text    not null,
   content_ciphertext  text    not null,
   content_nonce       text    not null,
-  key_epoch           integer not null check (key_epoch >= 0),
+  key_epoch           bigint  not null check (key_epoch between 0 and 4294967295),
   encryption_alg      text    not null,
   sender_device_id    uuid    not null,
   created_at_ms       bigint  not null default (extract(epoch from now()) * 1000)::bigint,
@@ -172,7 +174,7 @@ create index messages_user_id_idx on public.messages (user_id);
 -- ---------------------------------------------------------------------------------------
 create table public.session_key_wraps (
   session_id            uuid    not null references public.sessions (id) on delete cascade,
-  key_epoch             integer not null check (key_epoch >= 0),
+  key_epoch             bigint  not null check (key_epoch between 0 and 4294967295),
   recipient_device_id   uuid    not null references public.devices (id) on delete cascade,
   sender_device_id      uuid    not null references public.devices (id),
   user_id               uuid    not null default auth.uid(),

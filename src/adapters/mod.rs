@@ -6,4 +6,5 @@ pub(crate) mod relay_core;
 pub mod secret_file;
 pub mod sink;
 pub mod sqlite;
+pub mod supabase;
 pub mod system;

@@ -1,5 +1,6 @@
 //! Integration tests: one binary, a module per area.
 
+mod cloud_live;
 mod cold;
 mod crash_safety;
 mod disk_full;
