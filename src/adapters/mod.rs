@@ -1,5 +1,6 @@
 //! Adapters: concrete technologies behind the ports. Only the app and the binary name them.
 
+pub mod keys;
 pub mod secret_file;
 pub mod sink;
 pub mod sqlite;

@@ -8,6 +8,7 @@ pub mod clock;
 pub mod cloud;
 pub mod conformance;
 pub mod id_gen;
+pub mod keys;
 pub mod lease;
 pub mod relay;
 pub mod sink;
@@ -20,6 +21,7 @@ pub use cloud::{
     CloudSessionStatus, CloudSync,
 };
 pub use id_gen::IdGen;
+pub use keys::{KeyError, KeyProvider};
 pub use lease::{LeaseCoordinator, LeaseCoordinatorError};
 pub use relay::{GcReport, PullBatch, PullCursors, PushOutcome, Relay, RelayError, RosterEntry};
 pub use sink::SideEffectSink;

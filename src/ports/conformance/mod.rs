@@ -1,2 +1,3 @@
 //! Shared conformance suites: one function per contract clause, run against every adapter.
+pub mod keys;
 pub mod store;

@@ -1,0 +1,3 @@
+//! Device sync: key providers, the SQLite journal and the `DeviceSync` session.
+
+mod key_conformance;
