@@ -1,6 +1,8 @@
 //! Adapters: concrete technologies behind the ports. Only the app and the binary name them.
 
 pub mod keys;
+pub mod memory;
+pub(crate) mod relay_core;
 pub mod secret_file;
 pub mod sink;
 pub mod sqlite;

@@ -1,3 +1,4 @@
 //! Shared conformance suites: one function per contract clause, run against every adapter.
 pub mod keys;
+pub mod relay;
 pub mod store;
