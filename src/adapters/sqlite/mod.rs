@@ -6,10 +6,13 @@
 
 mod connection;
 mod error;
+mod oplog;
+mod oplog_rows;
 mod rows;
 mod schema;
 mod store;
 
 pub use connection::{SqliteOptions, Synchronous};
+pub use oplog::SqliteJournal;
 pub use schema::SCHEMA_VERSION;
 pub use store::SqliteStore;

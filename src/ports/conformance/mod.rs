@@ -1,4 +1,5 @@
 //! Shared conformance suites: one function per contract clause, run against every adapter.
+pub mod journal;
 pub mod keys;
 pub mod relay;
 pub mod store;
