@@ -41,7 +41,7 @@ impl Chain {
 
     /// Index into `ops` of `seq` (which must not be below the first stored seq).
     fn index(&self, seq: Seq) -> usize {
-        usize::try_from(seq.get() - self.first_seq().get()).unwrap_or(usize::MAX)
+        usize::try_from(seq.get().saturating_sub(self.first_seq().get())).unwrap_or(usize::MAX)
     }
 }
 

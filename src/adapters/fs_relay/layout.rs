@@ -1,0 +1,150 @@
+//! Where everything lives in the relay directory, and the format file that fixes the segment
+//! size for every process sharing it.
+//!
+//! ```text
+//! <dir>/relay.json                 format: {"format":"tandem-fs-relay","version":1,"segment_ops":N}
+//! <dir>/relay.lock                 serialises creation of relay.json
+//! <dir>/roster/<device>.json       one roster entry per device (atomically replaced)
+//! <dir>/roster.lock                serialises roster read-modify-writes
+//! <dir>/checkpoint.json            the latest checkpoint (atomically replaced)
+//! <dir>/checkpoint.lock            serialises checkpoint puts
+//! <dir>/chains/<device>/lock       the chain's lock: exclusive to push or gc, shared to read
+//! <dir>/chains/<device>/manifest.json   compaction base and head: the commit point
+//! <dir>/chains/<device>/<first seq, 20 digits>.log   append-only segment: one op per line
+//! <dir>/chains/<device>/<first seq, 20 digits>.idx   fixed-width index: u64 BE end offsets
+//! ```
+//!
+//! Segment `k` holds seqs `k * segment_ops ..= (k + 1) * segment_ops - 1`, so the segment and
+//! index slot of any seq are computed, never searched for.
+
+use std::fs;
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::error::{corrupt, io_err, json_problem};
+use super::files::{ensure_dir, is_hidden, read_small, write_atomic};
+use super::lock::FileLock;
+use crate::domain::ids::DeviceId;
+use crate::ports::RelayError;
+
+/// The format name written into `relay.json`.
+const FORMAT_NAME: &str = "tandem-fs-relay";
+/// The on-disk format version this code reads and writes.
+const FORMAT_VERSION: u32 = 1;
+/// The largest segment size accepted from a format file.
+pub(crate) const MAX_SEGMENT_OPS: u64 = 1 << 20;
+
+/// Paths inside one relay directory.
+#[derive(Debug, Clone)]
+pub(crate) struct Layout {
+    root: PathBuf,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FormatFile {
+    format: String,
+    version: u32,
+    segment_ops: u64,
+}
+
+impl Layout {
+    /// Creates the directory skeleton if missing and returns the segment size in force: the
+    /// one recorded in `relay.json`, or `segment_ops` when this call creates it.
+    pub(crate) fn create(root: &Path, segment_ops: u64) -> Result<(Self, u64), RelayError> {
+        let layout = Self {
+            root: root.to_path_buf(),
+        };
+        ensure_dir(root)?;
+        ensure_dir(&layout.roster_dir())?;
+        ensure_dir(&layout.chains_dir())?;
+        let path = root.join("relay.json");
+        let _lock = FileLock::exclusive(&root.join("relay.lock"))?;
+        let format = match read_small(&path)? {
+            Some(bytes) => serde_json::from_slice::<FormatFile>(&bytes)
+                .map_err(|e| corrupt(&path, json_problem(&e)))?,
+            None => {
+                let format = FormatFile {
+                    format: FORMAT_NAME.to_owned(),
+                    version: FORMAT_VERSION,
+                    segment_ops,
+                };
+                let bytes =
+                    serde_json::to_vec(&format).map_err(|e| corrupt(&path, json_problem(&e)))?;
+                write_atomic(&path, &bytes)?;
+                format
+            }
+        };
+        if format.format != FORMAT_NAME || format.version != FORMAT_VERSION {
+            return Err(corrupt(&path, "not a supported relay format"));
+        }
+        if !(1..=MAX_SEGMENT_OPS).contains(&format.segment_ops) {
+            return Err(corrupt(&path, "segment size out of range"));
+        }
+        Ok((layout, format.segment_ops))
+    }
+
+    /// The relay directory.
+    pub(crate) fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub(crate) fn roster_dir(&self) -> PathBuf {
+        self.root.join("roster")
+    }
+
+    pub(crate) fn roster_file(&self, device: DeviceId) -> PathBuf {
+        self.roster_dir().join(format!("{device}.json"))
+    }
+
+    pub(crate) fn roster_lock(&self) -> PathBuf {
+        self.root.join("roster.lock")
+    }
+
+    pub(crate) fn checkpoint_file(&self) -> PathBuf {
+        self.root.join("checkpoint.json")
+    }
+
+    pub(crate) fn checkpoint_lock(&self) -> PathBuf {
+        self.root.join("checkpoint.lock")
+    }
+
+    pub(crate) fn chains_dir(&self) -> PathBuf {
+        self.root.join("chains")
+    }
+
+    pub(crate) fn chain_dir(&self, device: DeviceId) -> PathBuf {
+        self.chains_dir().join(device.to_string())
+    }
+}
+
+/// The devices named by the entries of `dir` (`<device><suffix>`), sorted. Hidden and temp
+/// files, and names that are not exactly a device id in canonical form, are skipped.
+pub(crate) fn devices_in(dir: &Path, suffix: &str) -> Result<Vec<DeviceId>, RelayError> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io_err("list", dir)(e)),
+    };
+    let mut devices = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(io_err("list", dir))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if is_hidden(name) {
+            continue;
+        }
+        let Some(stem) = name.strip_suffix(suffix) else {
+            continue;
+        };
+        if let Ok(device) = DeviceId::parse(stem) {
+            if device.to_string() == stem {
+                devices.push(device);
+            }
+        }
+    }
+    devices.sort();
+    Ok(devices)
+}

@@ -1,0 +1,225 @@
+//! [`FsRelay`]: a [`Relay`] in a shared directory, the embedded default.
+//!
+//! Two daemons on one host, or two machines sharing a synced folder, exchange their chains
+//! through one directory (the layout is described in the `layout` module):
+//!
+//! - **Per-device append-only chains.** Each device's ops go into fixed-size segments, one op
+//!   per line, with a fixed-width index of end offsets beside each segment. The seq of an op
+//!   gives its segment and index slot by arithmetic, so a push reads the stored head (one
+//!   record) and writes only the new ops, and a pull reads only the ops it returns plus the one
+//!   before them: both cost what is new, not what the history holds.
+//! - **An atomic commit point per chain.** A push appends and fsyncs the segment and its
+//!   index, then replaces the chain's small manifest (temp write, fsync, rename, fsync of the
+//!   directory). Bytes past the manifest's head are a torn tail from a crash: never served,
+//!   and truncated by the next push.
+//! - **Small files for the rest.** One roster file per device and one checkpoint file, each
+//!   replaced atomically, so concurrent acks of different devices never collide.
+//! - **Locks.** Pushing and gc hold the chain's lock file exclusively, pulls hold it shared;
+//!   roster and checkpoint updates hold their own lock files ([`std::fs::File::lock`]).
+//! - **Untrusted bytes.** Everything read back is re-verified before it is served (op ids,
+//!   contiguous seqs, prev links, increasing stamps, the manifest's head); damage is reported
+//!   as [`RelayError::Corrupt`] or [`RelayError::Verify`], never served and never a panic.
+//!   Data that is merely missing (a segment shorter than the manifest says, as while a synced
+//!   folder catches up) ends the answer early instead: a verified prefix is served.
+//! - **gc in whole segments.** Only segments whose every op is covered are deleted, so a chain
+//!   may keep a few covered ops until its segment fills; [`RelayError::Compacted`] names the
+//!   first seq actually kept.
+//!
+//! Every call runs on tokio's blocking pool; [`FsRelay::open`] itself blocks briefly.
+
+mod chain_file;
+mod checkpoint_file;
+mod error;
+mod files;
+mod layout;
+mod lock;
+mod manifest;
+mod ops;
+mod roster;
+
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use self::error::FsRelayError;
+use self::ops::Inner;
+use crate::domain::ids::DeviceId;
+use crate::domain::oplog::{Checkpoint, Frontier, OpRecord};
+use crate::ports::{GcReport, PullBatch, PullCursors, PushOutcome, Relay, RelayError, RosterEntry};
+
+/// How a new relay directory is laid out. Fixed when the directory is created: later opens
+/// use what the directory records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FsRelayOptions {
+    /// Ops per segment file (1 to 1,048,576). Smaller segments let gc free space sooner;
+    /// larger ones mean fewer files.
+    pub segment_ops: u64,
+}
+
+impl Default for FsRelayOptions {
+    fn default() -> Self {
+        Self { segment_ops: 1024 }
+    }
+}
+
+/// How much chain data an [`FsRelay`] has read since it was opened. For tests that check
+/// that reads cost what is new, not what is stored.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FsRelayStats {
+    /// Op records decoded from segment files.
+    pub records_read: u64,
+    /// Bytes read from segment files and their indexes.
+    pub bytes_read: u64,
+}
+
+/// A relay in a shared directory. See the module docs.
+#[derive(Debug, Clone)]
+pub struct FsRelay {
+    inner: Arc<Inner>,
+}
+
+impl FsRelay {
+    /// Opens the relay in `dir`, creating it with default options if it does not exist.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Self, RelayError> {
+        Self::open_with(dir, FsRelayOptions::default())
+    }
+
+    /// Opens the relay in `dir`, creating it with `options` if it does not exist.
+    pub fn open_with(dir: impl AsRef<Path>, options: FsRelayOptions) -> Result<Self, RelayError> {
+        let inner = Inner::open(dir.as_ref(), options.segment_ops)?;
+        Ok(Self {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// The relay directory.
+    pub fn dir(&self) -> &Path {
+        self.inner.layout.root()
+    }
+
+    /// The segment size in force (as recorded in the directory).
+    pub fn segment_ops(&self) -> u64 {
+        self.inner.segment_ops
+    }
+
+    /// Read counters since open.
+    #[doc(hidden)]
+    pub fn stats(&self) -> FsRelayStats {
+        FsRelayStats {
+            records_read: self.inner.counters.records.load(Ordering::Relaxed),
+            bytes_read: self.inner.counters.bytes.load(Ordering::Relaxed),
+        }
+    }
+
+    async fn run<T, F>(&self, f: F) -> Result<T, RelayError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Inner) -> Result<T, RelayError> + Send + 'static,
+    {
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || f(&inner))
+            .await
+            .map_err(|e| {
+                let what = if e.is_panic() {
+                    "panicked"
+                } else {
+                    "was cancelled"
+                };
+                RelayError::from(FsRelayError::Task(what.to_owned()))
+            })?
+    }
+}
+
+#[async_trait]
+impl Relay for FsRelay {
+    async fn register(&self, device: DeviceId, now_ms: u64) -> Result<(), RelayError> {
+        self.run(move |inner| inner.register(device, now_ms)).await
+    }
+
+    async fn push(
+        &self,
+        device: DeviceId,
+        ops: &[OpRecord],
+        now_ms: u64,
+    ) -> Result<PushOutcome, RelayError> {
+        let ops = ops.to_vec();
+        self.run(move |inner| inner.push(device, &ops, now_ms))
+            .await
+    }
+
+    async fn pull(
+        &self,
+        reader: DeviceId,
+        cursors: &PullCursors,
+        limit: usize,
+        now_ms: u64,
+    ) -> Result<PullBatch, RelayError> {
+        let cursors = cursors.clone();
+        self.run(move |inner| inner.pull(reader, &cursors, limit, now_ms))
+            .await
+    }
+
+    async fn ack(
+        &self,
+        device: DeviceId,
+        frontier: &Frontier,
+        now_ms: u64,
+    ) -> Result<(), RelayError> {
+        let frontier = frontier.clone();
+        self.run(move |inner| inner.ack(device, &frontier, now_ms))
+            .await
+    }
+
+    async fn roster(&self) -> Result<Vec<RosterEntry>, RelayError> {
+        self.run(Inner::roster).await
+    }
+
+    async fn stable_frontier(&self, now_ms: u64, horizon_ms: u64) -> Result<Frontier, RelayError> {
+        self.run(move |inner| inner.stable_frontier(now_ms, horizon_ms))
+            .await
+    }
+
+    async fn put_checkpoint(&self, checkpoint: &Checkpoint) -> Result<(), RelayError> {
+        let checkpoint = checkpoint.clone();
+        self.run(move |inner| inner.put_checkpoint(&checkpoint))
+            .await
+    }
+
+    async fn latest_checkpoint(&self) -> Result<Option<Checkpoint>, RelayError> {
+        self.run(Inner::latest_checkpoint).await
+    }
+
+    async fn gc(&self, now_ms: u64, horizon_ms: u64) -> Result<GcReport, RelayError> {
+        self.run(move |inner| inner.gc(now_ms, horizon_ms)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{FsRelay, FsRelayOptions};
+
+    /// A relay in a temp dir that lives as long as the relay.
+    struct TempRelay {
+        relay: FsRelay,
+        _dir: tempfile::TempDir,
+    }
+
+    impl std::ops::Deref for TempRelay {
+        type Target = FsRelay;
+        fn deref(&self) -> &FsRelay {
+            &self.relay
+        }
+    }
+
+    fn temp_relay() -> TempRelay {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let relay =
+            FsRelay::open_with(dir.path(), FsRelayOptions { segment_ops: 2 }).expect("open relay");
+        TempRelay { relay, _dir: dir }
+    }
+
+    crate::relay_conformance_tests!(conformance, temp_relay);
+}
