@@ -4,5 +4,6 @@ mod crash_safety;
 mod device_sync;
 mod disk_full;
 mod engine_invariants;
+mod lease;
 mod store_conformance;
 mod support;

@@ -1,4 +1,5 @@
-//! SQLite adapter: the embedded, durable [`Store`](crate::ports::Store).
+//! SQLite adapter: the embedded, durable [`Store`](crate::ports::Store), and the durable,
+//! host-wide [`LeaseCoordinator`](crate::ports::LeaseCoordinator) over the same file.
 //!
 //! Every connection sets and then asserts its PRAGMAs (WAL, `foreign_keys=ON`, `busy_timeout`,
 //! `synchronous=FULL` by default or `NORMAL` by option) and refuses to run if SQLite did not take
@@ -6,6 +7,7 @@
 
 mod connection;
 mod error;
+mod lease;
 mod oplog;
 mod oplog_rows;
 mod rows;
@@ -13,6 +15,7 @@ mod schema;
 mod store;
 
 pub use connection::{SqliteOptions, Synchronous};
+pub use lease::SqliteLeaseCoordinator;
 pub use oplog::SqliteJournal;
 pub use schema::SCHEMA_VERSION;
 pub use store::SqliteStore;

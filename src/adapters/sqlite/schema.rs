@@ -3,7 +3,7 @@
 //! `PRAGMA user_version` records the applied version. Each migration runs in one transaction;
 //! a database written by a newer tandem (higher version) is refused rather than guessed at.
 
-use rusqlite::Connection;
+use rusqlite::{Connection, TransactionBehavior};
 
 use crate::ports::StoreError;
 
@@ -111,7 +111,17 @@ const MIGRATIONS: &[&str] = &[
     ",
     // 4: execution leases (durable epochs).
     r"
-    -- leases: filled in by the lease work
+    -- One row per resource ever leased. A released lease keeps its row with the holder columns
+    -- NULL, so highest_epoch survives and epochs are never reused.
+    CREATE TABLE leases (
+        resource      TEXT PRIMARY KEY,
+        holder        TEXT,
+        epoch         INTEGER CHECK (epoch >= 1),
+        expires_at_ms INTEGER CHECK (expires_at_ms >= 0),
+        highest_epoch INTEGER NOT NULL CHECK (highest_epoch >= 0),
+        CHECK ((holder IS NULL) = (epoch IS NULL) AND (holder IS NULL) = (expires_at_ms IS NULL)),
+        CHECK (epoch IS NULL OR epoch <= highest_epoch)
+    ) WITHOUT ROWID;
     ",
 ];
 
@@ -130,7 +140,17 @@ pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     }
     for (index, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
         let version = index as u32 + 1;
-        let tx = conn.transaction().map_err(map_sqlite)?;
+        // IMMEDIATE takes the write lock before the version is re-read, so two processes
+        // opening the same fresh file apply each migration exactly once.
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(map_sqlite)?;
+        let applied: u32 = tx
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(map_sqlite)?;
+        if applied >= version {
+            continue;
+        }
         tx.execute_batch(sql).map_err(map_sqlite)?;
         tx.pragma_update(None, "user_version", version)
             .map_err(map_sqlite)?;
