@@ -4,8 +4,10 @@ pub mod crash_writer;
 pub mod demo;
 pub mod effect_log;
 pub mod engine;
+pub mod sync;
 
 pub use effect_log::{EffectConsumer, EffectLog};
 pub use engine::{
     Engine, EngineBuilder, EngineConfig, EngineError, LiveEvent, StatusUpdate, Subscription,
 };
+pub use sync::{DeviceSync, DeviceSyncBuilder, PumpReport, SyncConfig, SyncError, SyncStatus};
