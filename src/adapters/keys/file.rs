@@ -134,7 +134,8 @@ impl FileKeyProvider {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(io_error(&tmp, e)),
         }
-        write_new_secret_file(&tmp, &ring.encode()).map_err(secret_error)?;
+        let bytes = ring.encode().map_err(KeyError::Corrupt)?;
+        write_new_secret_file(&tmp, &bytes).map_err(secret_error)?;
         std::fs::rename(&tmp, &self.path).map_err(|e| io_error(&self.path, e))?;
         if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
             File::open(dir)

@@ -71,8 +71,8 @@ impl KeyRing {
         }
     }
 
-    /// The key file bytes.
-    pub(super) fn encode(&self) -> Zeroizing<Vec<u8>> {
+    /// The key file bytes (the error names what failed, never a key).
+    pub(super) fn encode(&self) -> Result<Zeroizing<Vec<u8>>, String> {
         let mut wire = Wire {
             version: KEY_FILE_VERSION,
             scopes: self
@@ -87,7 +87,9 @@ impl KeyRing {
                 })
                 .collect(),
         };
-        let bytes = Zeroizing::new(serde_json::to_vec_pretty(&wire).unwrap_or_default());
+        let bytes = serde_json::to_vec_pretty(&wire)
+            .map(Zeroizing::new)
+            .map_err(|_| "the key ring could not be encoded".to_owned());
         wire.wipe();
         bytes
     }
@@ -174,7 +176,7 @@ mod tests {
         ring.insert(Scope::Personal, KeyEpoch::new(2), key(2))
             .unwrap();
         ring.insert(org.clone(), KeyEpoch::FIRST, key(3)).unwrap();
-        let back = KeyRing::decode(&ring.encode()).unwrap();
+        let back = KeyRing::decode(&ring.encode().unwrap()).unwrap();
         let (e, k) = back.current(&Scope::Personal).unwrap();
         assert_eq!((e, k.expose_secret()), (KeyEpoch::new(2), &[2; 32]));
         assert_eq!(

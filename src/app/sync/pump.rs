@@ -123,3 +123,91 @@ impl DeviceSync {
             .collect::<PullCursors>())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use serde_json::json;
+    use uuid::Uuid;
+
+    use crate::adapters::keys::StaticKeyProvider;
+    use crate::adapters::sqlite::{SqliteJournal, SqliteOptions};
+    use crate::adapters::system::ManualClock;
+    use crate::app::sync::DeviceSync;
+    use crate::domain::ids::DeviceId;
+    use crate::domain::oplog::{OpAuthor, OpPayload, Scope, Surface};
+    use crate::ports::lease::MockLeaseCoordinator;
+    use crate::ports::relay::MockRelay;
+    use crate::ports::{Journal, PullBatch, PushOutcome};
+
+    #[tokio::test]
+    async fn pump_pushes_durable_own_ops_once_and_acks_the_journal_frontier() {
+        let device = DeviceId::from_uuid(Uuid::from_u128(0xA)).unwrap();
+        let journal = Arc::new(SqliteJournal::open_in_memory(SqliteOptions::default()).unwrap());
+        journal.local_device_id(device).unwrap();
+        let mut author = OpAuthor::new(device);
+        let ops: Vec<_> = (0..2)
+            .map(|i| {
+                author
+                    .append(
+                        10,
+                        Scope::Personal,
+                        Surface::Run,
+                        OpPayload::Plain(json!(i)),
+                    )
+                    .unwrap()
+            })
+            .collect();
+        journal.commit(&ops).unwrap();
+        let durable = journal.frontier().unwrap();
+
+        let mut relay = MockRelay::new();
+        relay.expect_register().times(2).returning(|_, _| Ok(()));
+        let pushed = ops.clone();
+        relay
+            .expect_push()
+            .times(1)
+            .withf(move |d, sent, _| *d == device && sent == pushed.as_slice())
+            .returning(|_, sent, _| {
+                Ok(PushOutcome {
+                    accepted: sent.len(),
+                    duplicates: 0,
+                })
+            });
+        relay
+            .expect_pull()
+            .times(2)
+            .returning(|_, _, _, _| Ok(PullBatch::default()));
+        let expected = durable.clone();
+        relay
+            .expect_ack()
+            .times(2)
+            .withf(move |d, f, _| *d == device && *f == expected)
+            .returning(|_, _, _| Ok(()));
+
+        let mut sync = DeviceSync::builder(
+            journal.clone(),
+            Arc::new(relay),
+            Arc::new(MockLeaseCoordinator::new()),
+            Arc::new(StaticKeyProvider::new()),
+        )
+        .clock(Arc::new(ManualClock::new(100)))
+        .device_candidate(device)
+        .e2e(false)
+        .open()
+        .await
+        .unwrap();
+        assert_eq!(
+            sync.state().events(&Surface::Run).count(),
+            2,
+            "rebuilt on open"
+        );
+        let first = sync.pump().await.unwrap();
+        assert_eq!((first.pushed, first.acked.clone()), (2, durable));
+        // The cursor moved durably: the second pump pushes nothing.
+        let second = sync.pump().await.unwrap();
+        assert_eq!(second.pushed, 0);
+        assert_eq!(journal.push_cursor(device).unwrap().get(), 2);
+    }
+}

@@ -5,9 +5,11 @@ use std::sync::Arc;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
+use tandem::adapters::fs_relay::FsRelay;
 use tandem::adapters::memory::MemoryRelay;
 use tandem::domain::oplog::{Scope, Surface};
 use tandem::domain::Role;
+use tandem::ports::Relay;
 
 use super::harness::{clock, fact, org, pump_all, said, World};
 
@@ -97,59 +99,73 @@ async fn a_group_commit_appends_many_ops_in_order() {
 
 /// Three devices write and pump in a random order for a while; once everyone has pumped twice
 /// more, all three hold the same state.
-#[tokio::test]
-async fn three_devices_converge_in_any_pump_order() {
-    for seed in [1u64, 7, 42, 20_240_601] {
-        // Printed with the test's output when it fails.
-        eprintln!("three_devices_converge_in_any_pump_order seed={seed}");
-        let mut rng = StdRng::seed_from_u64(seed);
-        let clock = clock();
-        let world = World::new(Arc::new(MemoryRelay::new()), Arc::clone(&clock));
-        let mut devices = [
-            world.device(1, &clock).await,
-            world.device(2, &clock).await,
-            world.device(3, &clock).await,
-        ];
-        for step in 0..60 {
-            let i = rng.gen_range(0..devices.len());
-            clock.advance(rng.gen_range(0..3));
-            let d = &mut devices[i];
-            match rng.gen_range(0..5) {
-                0 => {
-                    d.pump().await.expect("pump");
-                }
-                1 => {
-                    d.record_turn(Scope::Personal, "c", said(&format!("turn {step}")))
-                        .await
-                        .expect("turn");
-                }
-                2 => {
-                    let key = format!("k{}", rng.gen_range(0..3));
-                    d.append(
-                        Scope::Personal,
-                        Surface::Knowledge,
-                        fact(&key, &step.to_string()),
-                    )
+async fn three_devices_converge(relay: Arc<dyn Relay>, seed: u64) {
+    // Printed with the test's output when it fails.
+    eprintln!("three_devices_converge seed={seed}");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let clock = clock();
+    let world = World::new(relay, Arc::clone(&clock));
+    let mut devices = [
+        world.device(1, &clock).await,
+        world.device(2, &clock).await,
+        world.device(3, &clock).await,
+    ];
+    for step in 0..60 {
+        let i = rng.gen_range(0..devices.len());
+        clock.advance(rng.gen_range(0..3));
+        let d = &mut devices[i];
+        match rng.gen_range(0..5) {
+            0 => {
+                d.pump().await.expect("pump");
+            }
+            1 => {
+                d.record_turn(Scope::Personal, "c", said(&format!("turn {step}")))
                     .await
-                    .expect("fact");
-                }
-                3 => {
-                    let pref = json!({"key": "theme", "value": step});
-                    d.append(org(), Surface::Preference, pref)
-                        .await
-                        .expect("preference");
-                }
-                _ => {
-                    d.append(Scope::Personal, Surface::Command, json!(step))
-                        .await
-                        .expect("command");
-                }
+                    .expect("turn");
+            }
+            2 => {
+                let key = format!("k{}", rng.gen_range(0..3));
+                d.append(
+                    Scope::Personal,
+                    Surface::Knowledge,
+                    fact(&key, &step.to_string()),
+                )
+                .await
+                .expect("fact");
+            }
+            3 => {
+                let pref = json!({"key": "theme", "value": step});
+                d.append(org(), Surface::Preference, pref)
+                    .await
+                    .expect("preference");
+            }
+            _ => {
+                d.append(Scope::Personal, Surface::Command, json!(step))
+                    .await
+                    .expect("command");
             }
         }
-        let [a, b, c] = &mut devices;
-        pump_all(&mut [a, b, c], 2).await;
-        assert_eq!(a.state_hash(), b.state_hash(), "seed {seed}");
-        assert_eq!(b.state_hash(), c.state_hash(), "seed {seed}");
-        assert_eq!(a.frontier(), c.frontier(), "seed {seed}");
+    }
+    let [a, b, c] = &mut devices;
+    pump_all(&mut [a, b, c], 2).await;
+    assert_eq!(a.state_hash(), b.state_hash(), "seed {seed}");
+    assert_eq!(b.state_hash(), c.state_hash(), "seed {seed}");
+    assert_eq!(a.frontier(), c.frontier(), "seed {seed}");
+    assert!(!a.state().is_empty(), "seed {seed}");
+}
+
+#[tokio::test]
+async fn three_devices_converge_in_any_pump_order_over_memory() {
+    for seed in [1u64, 7, 42, 20_240_601] {
+        three_devices_converge(Arc::new(MemoryRelay::new()), seed).await;
+    }
+}
+
+#[tokio::test]
+async fn three_devices_converge_in_any_pump_order_over_a_shared_directory() {
+    for seed in [3u64, 99] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let relay = FsRelay::open(dir.path()).expect("fs relay");
+        three_devices_converge(Arc::new(relay), seed).await;
     }
 }
