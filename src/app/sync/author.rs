@@ -7,7 +7,7 @@ use serde_json::Value;
 use crate::domain::crypto::{KeyEpoch, SessionKey};
 use crate::domain::oplog::{
     author_sealed, ChainHead, ChainTip, ConversationTurn, Intent, IntentStatus, OpPayload,
-    OpRecord, Scope, Surface, Turn,
+    OpRecord, Scope, SealError, Surface, Turn,
 };
 
 use super::replay::blocking;
@@ -57,7 +57,13 @@ impl DeviceSync {
                     epoch,
                     &key,
                     &mut rng,
-                )?
+                )
+                .map_err(|e| match e {
+                    // A payload that does not fit its surface is the same error with or
+                    // without E2E.
+                    SealError::Op(op) => SyncError::Op(op),
+                    other => SyncError::Seal(other),
+                })?
             } else {
                 author.append(now, scope, surface, OpPayload::Plain(payload.clone()))?
             };

@@ -7,7 +7,8 @@ use rand::{Rng, SeedableRng};
 use serde_json::json;
 use tandem::adapters::fs_relay::FsRelay;
 use tandem::adapters::memory::MemoryRelay;
-use tandem::domain::oplog::{Scope, Surface};
+use tandem::app::sync::SyncError;
+use tandem::domain::oplog::{OpError, Scope, Surface};
 use tandem::domain::Role;
 use tandem::ports::Relay;
 
@@ -85,7 +86,10 @@ async fn a_group_commit_appends_many_ops_in_order() {
         (Scope::Personal, Surface::Knowledge, json!({"no": "key"})),
     ];
     let before = a.state_hash();
-    assert!(a.append_batch(bad).await.is_err());
+    assert!(matches!(
+        a.append_batch(bad).await,
+        Err(SyncError::Op(OpError::InvalidPayload { .. }))
+    ));
     assert_eq!(a.state_hash(), before);
     assert_eq!(
         a.append(Scope::Personal, Surface::Command, json!("next"))
