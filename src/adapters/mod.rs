@@ -1,6 +1,7 @@
 //! Adapters: concrete technologies behind the ports. Only the app and the binary name them.
 
 pub mod fs_relay;
+pub mod keys;
 pub mod memory;
 pub(crate) mod relay_core;
 pub mod secret_file;

@@ -7,9 +7,11 @@ pub mod demo;
 pub mod devices;
 pub mod effect_log;
 pub mod engine;
+pub mod sync;
 
 pub use auth::{AuthState, AuthedCallError, RefreshError};
 pub use effect_log::{EffectConsumer, EffectLog};
 pub use engine::{
     Engine, EngineBuilder, EngineConfig, EngineError, LiveEvent, StatusUpdate, Subscription,
 };
+pub use sync::{DeviceSync, DeviceSyncBuilder, PumpReport, SyncConfig, SyncError, SyncStatus};

@@ -8,6 +8,8 @@ pub mod clock;
 pub mod cloud;
 pub mod conformance;
 pub mod id_gen;
+pub mod journal;
+pub mod keys;
 pub mod lease;
 pub mod relay;
 pub mod session_metadata;
@@ -21,6 +23,8 @@ pub use cloud::{
     CloudSessionStatus, CloudSync,
 };
 pub use id_gen::IdGen;
+pub use journal::{Journal, JournalCommit, JournalError};
+pub use keys::{KeyError, KeyProvider};
 pub use lease::{LeaseCoordinator, LeaseCoordinatorError};
 pub use relay::{GcReport, PullBatch, PullCursors, PushOutcome, Relay, RelayError, RosterEntry};
 pub use session_metadata::{MetadataError, SessionMetadataProvider};

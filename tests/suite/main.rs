@@ -3,6 +3,7 @@
 mod cloud_live;
 mod cold;
 mod crash_safety;
+mod device_sync;
 mod disk_full;
 mod engine_invariants;
 mod lease;

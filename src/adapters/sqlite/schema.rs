@@ -70,9 +70,40 @@ const MIGRATIONS: &[&str] = &[
         updated_at_ms INTEGER NOT NULL
     );
     ",
-    // 2: device-sync oplog (journal, chain heads, folded state, checkpoints).
+    // 2: device-sync oplog (journal, chain heads, push cursors, base checkpoint).
     r"
-    -- oplog: filled in by the device-sync work
+    -- Every op this device holds, as exchanged (sealed payloads stay sealed), as JSON.
+    CREATE TABLE oplog_ops (
+        device TEXT    NOT NULL,
+        seq    INTEGER NOT NULL CHECK (seq >= 0),
+        op_id  TEXT    NOT NULL UNIQUE,
+        record TEXT    NOT NULL,
+        PRIMARY KEY (device, seq)
+    ) WITHOUT ROWID;
+
+    -- The head of every held chain (the frontier); also set by an installed base checkpoint.
+    CREATE TABLE oplog_heads (
+        device      TEXT    PRIMARY KEY,
+        seq         INTEGER NOT NULL CHECK (seq >= 0),
+        op_id       TEXT    NOT NULL,
+        hlc_wall_ms INTEGER NOT NULL CHECK (hlc_wall_ms >= 0),
+        hlc_counter INTEGER NOT NULL CHECK (hlc_counter >= 0)
+    ) WITHOUT ROWID;
+
+    -- Per chain, the next seq the relay has not acknowledged receiving.
+    CREATE TABLE oplog_push_cursors (
+        device   TEXT    PRIMARY KEY,
+        next_seq INTEGER NOT NULL CHECK (next_seq >= 0)
+    ) WITHOUT ROWID;
+
+    -- The checkpoint the journal continues from (at most one row).
+    CREATE TABLE oplog_base (
+        singleton     INTEGER PRIMARY KEY CHECK (singleton = 1),
+        checkpoint_id TEXT NOT NULL,
+        frontier      TEXT NOT NULL,
+        state_hash    TEXT NOT NULL,
+        state         BLOB NOT NULL
+    );
     ",
     // 3: cold path bookkeeping (session keys sealed at rest, dead letters).
     r"

@@ -33,6 +33,7 @@
 //! | `intent`        | the intent ledger and committed-run oracle                         |
 //! | `lease`         | execution leases and the dispatch fence                            |
 //! | `transcript`    | conversation turns and provider-valid resume                       |
+//! | `seal`          | end-to-end sealing of op payloads and checkpoint state             |
 
 pub mod author;
 pub mod canonical;
@@ -45,6 +46,7 @@ pub mod lease;
 pub mod op;
 pub mod payload;
 pub mod scope;
+pub mod seal;
 pub mod state_codec;
 pub mod surface;
 pub mod transcript;
@@ -70,6 +72,10 @@ pub use lease::{check_dispatch, DispatchDecision, Lease, LeaseError, LeaseSlot};
 pub use op::{OpError, OpId, OpPayload, OpRecord, SEALED_NONCE_LEN};
 pub use payload::{validate_payload, PayloadError, RECORD_KEY_FIELD, TOMBSTONE_FIELD};
 pub use scope::{OrgId, Scope};
+pub use seal::{
+    author_sealed, checkpoint_epoch, is_sealed_checkpoint, op_seal_aad, open_checkpoint, open_op,
+    seal_checkpoint, sealed_epoch, SealError,
+};
 pub use state_codec::StateDecodeError;
 pub use surface::{FoldTier, RegistryKind, Surface};
 pub use transcript::{

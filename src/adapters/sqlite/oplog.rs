@@ -1,0 +1,409 @@
+//! [`SqliteJournal`]: the device-sync [`Journal`] in the local SQLite database.
+//!
+//! The journal lives in the same database file as the [`SqliteStore`](super::SqliteStore)
+//! (schema migration 2: `oplog_ops`, `oplog_heads`, `oplog_push_cursors`, `oplog_base`) on a
+//! connection of its own, so sync work never queues behind the session engine's writer lock;
+//! SQLite's WAL serialises the two writers. The device id is the store's own `meta` row, so
+//! the engine and device sync agree on who this device is.
+//!
+//! Every write is one `BEGIN IMMEDIATE` transaction: a pulled batch's ops and the heads they
+//! advance commit together or not at all, and a crash at any point leaves the journal at a
+//! committed state from which the next pump resumes.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
+
+use crate::domain::ids::{DeviceId, Seq};
+use crate::domain::oplog::{ChainHead, Checkpoint, Frontier, OpId, OpRecord};
+use crate::ports::{Journal, JournalCommit, JournalError, StoreError};
+
+use super::connection::{open_file, open_memory, SqliteOptions};
+use super::error::map_sqlite;
+use super::oplog_rows::{
+    checkpoint_from_sql, checkpoint_to_sql, head_from_row, op_from_sql, op_to_sql, seq_from_sql,
+    seq_to_sql, HeadRow,
+};
+use super::schema::migrate;
+use super::SqliteStore;
+
+const SELECT_HEADS: &str = "SELECT device, seq, op_id, hlc_wall_ms, hlc_counter FROM oplog_heads";
+const SELECT_HEAD: &str =
+    "SELECT device, seq, op_id, hlc_wall_ms, hlc_counter FROM oplog_heads WHERE device = ?1";
+const UPSERT_HEAD: &str = "INSERT INTO oplog_heads (device, seq, op_id, hlc_wall_ms, hlc_counter) \
+     VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (device) DO UPDATE SET seq = excluded.seq, \
+     op_id = excluded.op_id, hlc_wall_ms = excluded.hlc_wall_ms, hlc_counter = excluded.hlc_counter";
+const SELECT_OP_ID_AT: &str = "SELECT op_id FROM oplog_ops WHERE device = ?1 AND seq = ?2";
+const INSERT_OP: &str =
+    "INSERT INTO oplog_ops (device, seq, op_id, record) VALUES (?1, ?2, ?3, ?4)";
+const SELECT_OPS_FROM: &str =
+    "SELECT record FROM oplog_ops WHERE device = ?1 AND seq >= ?2 ORDER BY seq LIMIT ?3";
+const DELETE_OPS_UP_TO: &str = "DELETE FROM oplog_ops WHERE device = ?1 AND seq <= ?2";
+const SELECT_CURSOR: &str = "SELECT next_seq FROM oplog_push_cursors WHERE device = ?1";
+const UPSERT_CURSOR: &str = "INSERT INTO oplog_push_cursors (device, next_seq) VALUES (?1, ?2) \
+     ON CONFLICT (device) DO UPDATE SET next_seq = max(next_seq, excluded.next_seq)";
+const SELECT_BASE: &str =
+    "SELECT checkpoint_id, frontier, state_hash, state FROM oplog_base WHERE singleton = 1";
+const UPSERT_BASE: &str =
+    "INSERT INTO oplog_base (singleton, checkpoint_id, frontier, state_hash, state) \
+     VALUES (1, ?1, ?2, ?3, ?4) ON CONFLICT (singleton) DO UPDATE SET \
+     checkpoint_id = excluded.checkpoint_id, frontier = excluded.frontier, \
+     state_hash = excluded.state_hash, state = excluded.state";
+
+/// The SQLite-backed journal. See the module docs.
+pub struct SqliteJournal {
+    conn: Mutex<Connection>,
+    path: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for SqliteJournal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteJournal")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteJournal {
+    /// Opens (creating if needed) the database file at `path`, asserts its PRAGMAs and applies
+    /// pending migrations. Use the store's file to keep everything in one database.
+    pub fn open(path: impl AsRef<Path>, options: SqliteOptions) -> Result<Self, JournalError> {
+        let path = path.as_ref();
+        let mut conn = open_file(path, &options)?;
+        migrate(&mut conn)?;
+        Ok(Self {
+            conn: Mutex::new(conn),
+            path: Some(path.to_owned()),
+        })
+    }
+
+    /// Opens the journal in `store`'s database file, with the store's options. An in-memory
+    /// store has no file to share: that is [`StoreError::Incompatible`].
+    pub fn beside(store: &SqliteStore) -> Result<Self, JournalError> {
+        let path = store.path().ok_or_else(|| {
+            StoreError::Incompatible("an in-memory store has no file to share".into())
+        })?;
+        Self::open(path, store.options())
+    }
+
+    /// Opens a private in-memory journal. **Test and development only**: nothing survives the
+    /// process.
+    pub fn open_in_memory(options: SqliteOptions) -> Result<Self, JournalError> {
+        let mut conn = open_memory(&options)?;
+        migrate(&mut conn)?;
+        Ok(Self {
+            conn: Mutex::new(conn),
+            path: None,
+        })
+    }
+
+    /// The database file, or `None` in memory.
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        // An open transaction rolls back on drop, so a poisoned lock is safe to keep using.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write<T>(
+        &self,
+        work: impl FnOnce(&Transaction<'_>) -> Result<T, JournalError>,
+    ) -> Result<T, JournalError> {
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(map_sqlite)?;
+        let out = work(&tx)?;
+        tx.commit().map_err(map_sqlite)?;
+        Ok(out)
+    }
+}
+
+fn sql(e: rusqlite::Error) -> JournalError {
+    JournalError::Store(map_sqlite(e))
+}
+
+fn exec(
+    conn: &Connection,
+    statement: &str,
+    args: impl rusqlite::Params,
+) -> Result<usize, JournalError> {
+    conn.prepare_cached(statement)
+        .and_then(|mut s| s.execute(args))
+        .map_err(sql)
+}
+
+fn head_of(conn: &Connection, device: DeviceId) -> Result<Option<ChainHead>, JournalError> {
+    let mut stmt = conn.prepare_cached(SELECT_HEAD).map_err(sql)?;
+    let mut rows = stmt.query([device.to_string()]).map_err(sql)?;
+    match rows.next().map_err(sql)? {
+        Some(row) => Ok(Some(head_from_row(row)?.1)),
+        None => Ok(None),
+    }
+}
+
+fn put_head(conn: &Connection, device: DeviceId, head: &ChainHead) -> Result<(), JournalError> {
+    let row = HeadRow::of(device, head)?;
+    exec(
+        conn,
+        UPSERT_HEAD,
+        params![row.device, row.seq, row.op_id, row.wall, row.counter],
+    )?;
+    Ok(())
+}
+
+fn op_id_at(conn: &Connection, device: DeviceId, seq: Seq) -> Result<Option<OpId>, JournalError> {
+    let seq = seq_to_sql(seq)?;
+    let held: Option<String> = conn
+        .prepare_cached(SELECT_OP_ID_AT)
+        .and_then(|mut s| {
+            s.query_row(params![device.to_string(), seq], |r| r.get(0))
+                .optional()
+        })
+        .map_err(sql)?;
+    held.map(|id| {
+        OpId::parse(&id).map_err(|_| JournalError::Store(StoreError::Decode("stored op id".into())))
+    })
+    .transpose()
+}
+
+fn base_of(conn: &Connection) -> Result<Option<Checkpoint>, JournalError> {
+    let row: Option<(String, String, String, Vec<u8>)> = conn
+        .prepare_cached(SELECT_BASE)
+        .and_then(|mut s| {
+            s.query_row([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                .optional()
+        })
+        .map_err(sql)?;
+    row.map(|(id, frontier, hash, state)| checkpoint_from_sql(&id, &frontier, &hash, state))
+        .transpose()
+        .map_err(JournalError::from)
+}
+
+/// Stores one chain's ops (sorted by seq) after `head`; returns the new head and counts.
+fn commit_chain(
+    tx: &Transaction<'_>,
+    device: DeviceId,
+    ops: &[&OpRecord],
+    base: Option<&ChainHead>,
+    counts: &mut JournalCommit,
+) -> Result<(), JournalError> {
+    let mut head = head_of(tx, device)?;
+    let mut moved = false;
+    for op in ops {
+        let next = head.map_or(Seq::ZERO, |h| h.seq.next());
+        if op.seq() < next {
+            match op_id_at(tx, device, op.seq())? {
+                Some(held) if held != op.op_id() => {
+                    return Err(JournalError::Fork {
+                        device,
+                        seq: op.seq(),
+                        held,
+                        offered: op.op_id(),
+                    })
+                }
+                Some(_) => {}
+                // Below the base checkpoint: only the base's head can still be compared.
+                None => {
+                    if let Some(b) = base.filter(|b| b.seq == op.seq() && b.op_id != op.op_id()) {
+                        return Err(JournalError::Fork {
+                            device,
+                            seq: op.seq(),
+                            held: b.op_id,
+                            offered: op.op_id(),
+                        });
+                    }
+                }
+            }
+            counts.duplicates += 1;
+            continue;
+        }
+        if op.seq() > next {
+            return Err(JournalError::Gap {
+                device,
+                expected: next,
+                found: op.seq(),
+            });
+        }
+        if op.prev() != head.map(|h| h.op_id) {
+            return Err(JournalError::BrokenPrev {
+                device,
+                seq: op.seq(),
+            });
+        }
+        let (seq, record) = (seq_to_sql(op.seq())?, op_to_sql(op)?);
+        exec(
+            tx,
+            INSERT_OP,
+            params![device.to_string(), seq, op.op_id().to_string(), record],
+        )?;
+        head = Some(ChainHead::of(op));
+        moved = true;
+        counts.inserted += 1;
+    }
+    if let (true, Some(h)) = (moved, head) {
+        put_head(tx, device, &h)?;
+    }
+    Ok(())
+}
+
+impl Journal for SqliteJournal {
+    fn local_device_id(&self, candidate: DeviceId) -> Result<DeviceId, JournalError> {
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES ('device_id', ?1) ON CONFLICT (key) DO NOTHING",
+                [candidate.to_string()],
+            )
+            .map_err(sql)?;
+            let stored: String = tx
+                .query_row("SELECT value FROM meta WHERE key = 'device_id'", [], |r| {
+                    r.get(0)
+                })
+                .map_err(sql)?;
+            DeviceId::parse(&stored)
+                .map_err(|e| JournalError::Store(StoreError::Decode(e.to_string())))
+        })
+    }
+
+    fn commit(&self, ops: &[OpRecord]) -> Result<JournalCommit, JournalError> {
+        let mut by_device: BTreeMap<DeviceId, Vec<&OpRecord>> = BTreeMap::new();
+        for op in ops {
+            by_device.entry(op.device()).or_default().push(op);
+        }
+        for chain in by_device.values_mut() {
+            chain.sort_by_key(|op| op.seq());
+        }
+        self.write(|tx| {
+            let base = base_of(tx)?;
+            let mut counts = JournalCommit::default();
+            for (device, chain) in &by_device {
+                let base_head = base.as_ref().and_then(|b| b.frontier().head(*device));
+                commit_chain(tx, *device, chain, base_head, &mut counts)?;
+            }
+            Ok(counts)
+        })
+    }
+
+    fn frontier(&self) -> Result<Frontier, JournalError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(SELECT_HEADS).map_err(sql)?;
+        let mut rows = stmt.query([]).map_err(sql)?;
+        let mut frontier = Frontier::new();
+        while let Some(row) = rows.next().map_err(sql)? {
+            let (device, head) = head_from_row(row)?;
+            frontier.set(crate::domain::oplog::ChainTip {
+                device,
+                head: Some(head),
+            });
+        }
+        Ok(frontier)
+    }
+
+    fn ops_from(
+        &self,
+        device: DeviceId,
+        from: Seq,
+        limit: usize,
+    ) -> Result<Vec<OpRecord>, JournalError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(SELECT_OPS_FROM).map_err(sql)?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut rows = stmt
+            .query(params![device.to_string(), seq_to_sql(from)?, limit])
+            .map_err(sql)?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().map_err(sql)? {
+            let text: String = row.get(0).map_err(sql)?;
+            out.push(op_from_sql(&text)?);
+        }
+        Ok(out)
+    }
+
+    fn push_cursor(&self, device: DeviceId) -> Result<Seq, JournalError> {
+        let conn = self.conn();
+        let next: Option<i64> = conn
+            .prepare_cached(SELECT_CURSOR)
+            .and_then(|mut s| s.query_row([device.to_string()], |r| r.get(0)).optional())
+            .map_err(sql)?;
+        Ok(next.map(seq_from_sql).transpose()?.unwrap_or(Seq::ZERO))
+    }
+
+    fn advance_push_cursor(&self, device: DeviceId, next: Seq) -> Result<(), JournalError> {
+        self.write(|tx| {
+            let chain_next = head_of(tx, device)?.map_or(Seq::ZERO, |h| h.seq.next());
+            if next > chain_next {
+                return Err(JournalError::CursorBeyondHead {
+                    device,
+                    next: chain_next,
+                    requested: next,
+                });
+            }
+            exec(
+                tx,
+                UPSERT_CURSOR,
+                params![device.to_string(), seq_to_sql(next)?],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn base_checkpoint(&self) -> Result<Option<Checkpoint>, JournalError> {
+        base_of(&self.conn())
+    }
+
+    fn install_base(&self, checkpoint: &Checkpoint) -> Result<(), JournalError> {
+        let (id, frontier, hash, state) = checkpoint_to_sql(checkpoint)?;
+        self.write(|tx| {
+            if let Some(old) = base_of(tx)? {
+                for (device, held) in old.frontier().iter() {
+                    match checkpoint.frontier().head(*device) {
+                        Some(h) if h.seq > held.seq => {}
+                        Some(h) if h.seq == held.seq && h.op_id == held.op_id => {}
+                        Some(h) if h.seq == held.seq => {
+                            return Err(JournalError::Fork {
+                                device: *device,
+                                seq: h.seq,
+                                held: held.op_id,
+                                offered: h.op_id,
+                            })
+                        }
+                        other => {
+                            return Err(JournalError::BaseRegression {
+                                device: *device,
+                                held: held.seq,
+                                offered: other.map(|h| h.seq),
+                            })
+                        }
+                    }
+                }
+            }
+            for (device, cp_head) in checkpoint.frontier().iter() {
+                let local = head_of(tx, *device)?;
+                if local.is_some_and(|l| l.seq >= cp_head.seq) {
+                    if let Some(held) = op_id_at(tx, *device, cp_head.seq)? {
+                        if held != cp_head.op_id {
+                            return Err(JournalError::Fork {
+                                device: *device,
+                                seq: cp_head.seq,
+                                held,
+                                offered: cp_head.op_id,
+                            });
+                        }
+                    }
+                } else {
+                    put_head(tx, *device, cp_head)?;
+                }
+                let device = device.to_string();
+                let (seq, next) = (seq_to_sql(cp_head.seq)?, seq_to_sql(cp_head.seq.next())?);
+                exec(tx, DELETE_OPS_UP_TO, params![device, seq])?;
+                exec(tx, UPSERT_CURSOR, params![device, next])?;
+            }
+            exec(tx, UPSERT_BASE, params![id, frontier, hash, state])?;
+            Ok(())
+        })
+    }
+}

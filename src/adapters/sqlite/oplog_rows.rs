@@ -1,0 +1,115 @@
+//! Encoding oplog values into SQLite columns and back. Stored data that fails to decode is a
+//! [`StoreError::Decode`], never a panic.
+
+use std::str::FromStr;
+
+use rusqlite::Row;
+
+use crate::domain::ids::{DeviceId, Seq};
+use crate::domain::oplog::{ChainHead, Checkpoint, CheckpointId, Frontier, Hlc, OpId, OpRecord};
+use crate::ports::StoreError;
+
+use super::error::map_sqlite;
+
+/// A seq as an SQLite integer (seqs past `i64::MAX` cannot be stored).
+pub(super) fn seq_to_sql(seq: Seq) -> Result<i64, StoreError> {
+    i64::try_from(seq.get()).map_err(|_| StoreError::Decode(format!("seq {seq} is out of range")))
+}
+
+/// A stored integer as a seq.
+pub(super) fn seq_from_sql(value: i64) -> Result<Seq, StoreError> {
+    u64::try_from(value)
+        .map(Seq::new)
+        .map_err(|_| StoreError::Decode(format!("stored seq {value} is negative")))
+}
+
+fn u64_to_sql(value: u64, what: &str) -> Result<i64, StoreError> {
+    i64::try_from(value).map_err(|_| StoreError::Decode(format!("{what} {value} is out of range")))
+}
+
+fn parse<T: FromStr>(text: &str, what: &str) -> Result<T, StoreError> {
+    text.parse()
+        .map_err(|_| StoreError::Decode(format!("stored {what} is invalid")))
+}
+
+/// An op as stored: its JSON wire form.
+pub(super) fn op_to_sql(op: &OpRecord) -> Result<String, StoreError> {
+    serde_json::to_string(op).map_err(|e| StoreError::Backend(Box::new(e)))
+}
+
+/// A stored op. Its content is not re-verified here.
+pub(super) fn op_from_sql(text: &str) -> Result<OpRecord, StoreError> {
+    serde_json::from_str(text).map_err(|_| StoreError::Decode("stored op is invalid".into()))
+}
+
+/// A head row's column values.
+pub(super) struct HeadRow {
+    pub(super) device: String,
+    pub(super) seq: i64,
+    pub(super) op_id: String,
+    pub(super) wall: i64,
+    pub(super) counter: i64,
+}
+
+impl HeadRow {
+    /// The row storing `device`'s head.
+    pub(super) fn of(device: DeviceId, head: &ChainHead) -> Result<Self, StoreError> {
+        Ok(Self {
+            device: device.to_string(),
+            seq: seq_to_sql(head.seq)?,
+            op_id: head.op_id.to_string(),
+            wall: u64_to_sql(head.hlc.wall_ms, "stamp")?,
+            counter: i64::from(head.hlc.counter),
+        })
+    }
+}
+
+/// Reads a head row selected as `device, seq, op_id, hlc_wall_ms, hlc_counter`.
+pub(super) fn head_from_row(row: &Row<'_>) -> Result<(DeviceId, ChainHead), StoreError> {
+    let text = |i| -> Result<String, StoreError> { row.get(i).map_err(map_sqlite) };
+    let int = |i| -> Result<i64, StoreError> { row.get(i).map_err(map_sqlite) };
+    let device: DeviceId = parse(&text(0)?, "device id")?;
+    let seq = seq_from_sql(int(1)?)?;
+    let op_id: OpId = parse(&text(2)?, "op id")?;
+    let wall = u64::try_from(int(3)?).map_err(|_| StoreError::Decode("negative stamp".into()))?;
+    let counter = u32::try_from(int(4)?)
+        .map_err(|_| StoreError::Decode("stamp counter out of range".into()))?;
+    Ok((
+        device,
+        ChainHead {
+            seq,
+            op_id,
+            hlc: Hlc::new(wall, counter, device),
+        },
+    ))
+}
+
+/// A base checkpoint's column values: id, frontier JSON, state hash hex, state bytes.
+pub(super) fn checkpoint_to_sql(
+    cp: &Checkpoint,
+) -> Result<(String, String, String, Vec<u8>), StoreError> {
+    let frontier =
+        serde_json::to_string(cp.frontier()).map_err(|e| StoreError::Backend(Box::new(e)))?;
+    Ok((
+        cp.id().to_string(),
+        frontier,
+        crate::domain::oplog::canonical::to_hex(&cp.state_hash()),
+        cp.state_bytes().to_vec(),
+    ))
+}
+
+/// A stored base checkpoint (unverified: the caller verifies after opening it).
+pub(super) fn checkpoint_from_sql(
+    id: &str,
+    frontier: &str,
+    state_hash: &str,
+    state: Vec<u8>,
+) -> Result<Checkpoint, StoreError> {
+    let id: CheckpointId = parse(id, "checkpoint id")?;
+    let frontier: Frontier = serde_json::from_str(frontier)
+        .map_err(|_| StoreError::Decode("stored checkpoint frontier is invalid".into()))?;
+    let hash = crate::domain::oplog::canonical::from_hex(state_hash)
+        .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
+        .ok_or_else(|| StoreError::Decode("stored state hash is invalid".into()))?;
+    Ok(Checkpoint::from_parts(id, frontier, hash, state))
+}

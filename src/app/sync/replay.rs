@@ -1,0 +1,221 @@
+//! Synchronous work run on blocking workers: opening sealed ops and checkpoints, ingesting a
+//! pulled batch, and rebuilding the fold from the journal.
+//!
+//! Nothing here touches the async runtime: every function takes the ports it needs and is
+//! called through [`blocking`], which moves it onto tokio's blocking pool.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::domain::crypto::{KeyEpoch, SessionKey};
+use crate::domain::ids::{DeviceId, Seq};
+use crate::domain::oplog::{
+    check_against_held, is_sealed_checkpoint, open_checkpoint, open_op, validate_payload,
+    verify_batch, Checkpoint, CheckpointId, DriftGuard, FoldError, Frontier, OpPayload, OpRecord,
+    Scope, State, VerifyError,
+};
+use crate::ports::{Journal, KeyProvider};
+
+use super::error::SyncError;
+
+/// Ops read from the journal per query while replaying.
+const PAGE: usize = 512;
+
+/// Runs `work` on tokio's blocking pool. A panic in `work` is resumed on the caller.
+pub(super) async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, SyncError> + Send + 'static,
+) -> Result<T, SyncError> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(result) => result,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => Err(SyncError::Worker(e.to_string())),
+    }
+}
+
+/// Opens sealed ops and checkpoints, fetching each scope key once.
+pub(super) struct Opener {
+    keys: Arc<dyn KeyProvider>,
+    cache: BTreeMap<(Scope, KeyEpoch), SessionKey>,
+}
+
+impl Opener {
+    pub(super) fn new(keys: Arc<dyn KeyProvider>) -> Self {
+        Self {
+            keys,
+            cache: BTreeMap::new(),
+        }
+    }
+
+    fn key(&mut self, scope: &Scope, epoch: KeyEpoch) -> Result<SessionKey, SyncError> {
+        if let Some(key) = self.cache.get(&(scope.clone(), epoch)) {
+            return Ok(key.clone());
+        }
+        let key = self.keys.key(scope, epoch)?;
+        self.cache.insert((scope.clone(), epoch), key.clone());
+        Ok(key)
+    }
+
+    /// The op ready to fold: opened if sealed; a plaintext op only if `plaintext_ok`.
+    pub(super) fn open(
+        &mut self,
+        op: &OpRecord,
+        plaintext_ok: bool,
+    ) -> Result<OpRecord, SyncError> {
+        match op.payload() {
+            OpPayload::Sealed { key_epoch, .. } => {
+                let epoch = KeyEpoch::new(*key_epoch);
+                let key = self.key(op.scope(), epoch)?;
+                Ok(open_op(op, epoch, &key)?)
+            }
+            OpPayload::Plain(_) if plaintext_ok => Ok(op.clone()),
+            OpPayload::Plain(_) => Err(SyncError::PlaintextRefused { op_id: op.op_id() }),
+        }
+    }
+
+    /// The checkpoint's state, opened (personal scope key) if sealed and checked against its
+    /// id and state hash; a plaintext state only if `plaintext_ok`.
+    pub(super) fn checkpoint_state(
+        &mut self,
+        cp: &Checkpoint,
+        plaintext_ok: bool,
+    ) -> Result<State, SyncError> {
+        if !is_sealed_checkpoint(cp) {
+            if !plaintext_ok {
+                return Err(SyncError::PlaintextCheckpoint { id: cp.id() });
+            }
+            return Ok(cp.to_state()?);
+        }
+        let epoch = crate::domain::oplog::checkpoint_epoch(cp)?
+            .ok_or(SyncError::PlaintextCheckpoint { id: cp.id() })?;
+        let key = self.key(&Scope::Personal, epoch)?;
+        let opened = open_checkpoint(cp, &Scope::Personal, epoch, &key)?;
+        Ok(opened.to_state()?)
+    }
+}
+
+/// The state the journal describes: its base checkpoint's state plus every op after the
+/// base's frontier. Returns the state and the base's id.
+pub(super) fn rebuild(
+    journal: &dyn Journal,
+    opener: &mut Opener,
+) -> Result<(State, Frontier, Option<CheckpointId>), SyncError> {
+    let base = journal.base_checkpoint()?;
+    let frontier = journal.frontier()?;
+    let (mut state, base_frontier, base_id) = match &base {
+        // The base was verified when it was installed; plaintext bases are accepted because
+        // the device accepted them then.
+        Some(cp) => (
+            opener.checkpoint_state(cp, true)?,
+            cp.frontier().clone(),
+            Some(cp.id()),
+        ),
+        None => (State::new(), Frontier::new(), None),
+    };
+    for (device, head) in frontier.iter() {
+        let from = base_frontier.tip(*device).next_seq();
+        fold_range(journal, opener, &mut state, *device, from, head.seq)?;
+    }
+    Ok((state, frontier, base_id))
+}
+
+/// Folds a chain's journaled ops with `from <= seq <= to` into `state`.
+pub(super) fn fold_range(
+    journal: &dyn Journal,
+    opener: &mut Opener,
+    state: &mut State,
+    device: DeviceId,
+    from: Seq,
+    to: Seq,
+) -> Result<(), SyncError> {
+    let mut next = from;
+    // `ops_from` returns seqs >= `next`, so every round moves `next` past at least one op:
+    // the loop ends after at most `to - from + 1` ops.
+    while next <= to {
+        let page = journal.ops_from(device, next, PAGE)?;
+        let Some(last) = page.last().map(OpRecord::seq) else {
+            break;
+        };
+        let opened = page
+            .iter()
+            .filter(|op| op.seq() <= to)
+            .map(|op| opener.open(op, true))
+            .collect::<Result<Vec<_>, _>>()?;
+        state.apply_all(&opened)?;
+        next = last.next();
+    }
+    Ok(())
+}
+
+/// What ingesting a pulled batch produced.
+pub(super) struct Ingested {
+    /// The batch's new ops, opened, in a fold-ready order.
+    pub(super) opened: Vec<OpRecord>,
+    /// Ops newly journaled.
+    pub(super) journaled: usize,
+    /// The journal's frontier, read back after the commit.
+    pub(super) frontier: Frontier,
+}
+
+/// Verifies, opens and journals a pulled batch in one journal transaction. Ops at or below the
+/// journal frontier are dropped (a re-delivery), unless they contradict the held head (a fork).
+/// On any error nothing is journaled.
+pub(super) fn ingest(
+    journal: &dyn Journal,
+    opener: &mut Opener,
+    ops: Vec<OpRecord>,
+    drift: DriftGuard,
+    plaintext_ok: bool,
+) -> Result<Ingested, SyncError> {
+    let frontier = journal.frontier()?;
+    let mut fresh = Vec::with_capacity(ops.len());
+    for op in ops {
+        match frontier.head(op.device()) {
+            Some(head) if op.seq() == head.seq && op.op_id() != head.op_id => {
+                return Err(VerifyError::Fork {
+                    device: op.device(),
+                    seq: op.seq(),
+                    held: head.op_id,
+                    incoming: op.op_id(),
+                }
+                .into());
+            }
+            Some(head) if op.seq() <= head.seq => {
+                if op.seq() == head.seq {
+                    // Same id: still make sure the content really hashes to it.
+                    let held = journal.ops_from(op.device(), op.seq(), 1)?;
+                    if let Some(held) = held.first() {
+                        check_against_held(&op, held)?;
+                    }
+                }
+            }
+            _ => fresh.push(op),
+        }
+    }
+    if fresh.is_empty() {
+        return Ok(Ingested {
+            opened: Vec::new(),
+            journaled: 0,
+            frontier,
+        });
+    }
+    verify_batch(&fresh, &frontier, Some(drift))?;
+    let opened = fresh
+        .iter()
+        .map(|op| opener.open(op, plaintext_ok))
+        .collect::<Result<Vec<_>, _>>()?;
+    for op in &opened {
+        if let OpPayload::Plain(value) = op.payload() {
+            validate_payload(op.surface(), value).map_err(|source| FoldError::InvalidPayload {
+                op_id: op.op_id(),
+                surface: op.surface().clone(),
+                source,
+            })?;
+        }
+    }
+    let commit = journal.commit(&fresh)?;
+    Ok(Ingested {
+        opened,
+        journaled: commit.inserted,
+        frontier: journal.frontier()?,
+    })
+}

@@ -1,0 +1,293 @@
+//! Checkpoints, rebase, reopen, and what the relay's files never contain.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use serde_json::json;
+use tandem::adapters::fs_relay::FsRelay;
+use tandem::adapters::memory::MemoryRelay;
+use tandem::app::sync::{DeviceSync, SyncConfig};
+use tandem::domain::oplog::{Scope, Surface};
+use tandem::ports::{Clock, Relay};
+
+use super::harness::{clock, dev, fact, file_journal, memory_journal, org, said, World};
+
+async fn chatter(d: &mut DeviceSync, tag: &str, n: usize) {
+    for i in 0..n {
+        d.record_turn(Scope::Personal, "c", said(&format!("{tag} {i}")))
+            .await
+            .expect("turn");
+        d.append(
+            Scope::Personal,
+            Surface::Knowledge,
+            fact(&format!("{tag}{}", i % 3), tag),
+        )
+        .await
+        .expect("fact");
+    }
+}
+
+#[tokio::test]
+async fn a_new_device_rebased_on_a_checkpoint_plus_the_tail_equals_full_replay() {
+    let clock = clock();
+    let relay = Arc::new(MemoryRelay::new());
+    let world = World::new(Arc::clone(&relay) as Arc<dyn Relay>, Arc::clone(&clock));
+    let mut a = world.device(1, &clock).await;
+    let mut b = world.device(2, &clock).await;
+    assert_eq!(
+        a.publish_checkpoint().await.expect("publish"),
+        None,
+        "nothing stable yet"
+    );
+
+    chatter(&mut a, "a", 10).await;
+    chatter(&mut b, "b", 5).await;
+    for _ in 0..2 {
+        a.pump().await.expect("a pumps");
+        b.pump().await.expect("b pumps");
+    }
+    let id = a
+        .publish_checkpoint()
+        .await
+        .expect("publish")
+        .expect("a checkpoint at the stable frontier");
+    assert_eq!(a.publish_checkpoint().await.expect("again"), Some(id));
+    let now = u64::try_from(clock.now_ms()).expect("positive");
+    let gc = relay.gc(now, u64::MAX / 2).await.expect("gc");
+    assert_eq!(gc.deleted, 30, "every op is covered");
+
+    clock.advance(10);
+    chatter(&mut a, "tail", 3).await;
+    a.pump().await.expect("a pumps the tail");
+
+    let mut c = world.device(3, &clock).await;
+    let report = c.pump().await.expect("c bootstraps");
+    assert!(report.rebased, "the compacted pull made c rebase");
+    assert_eq!(report.journaled, 6, "only the tail was pulled");
+    assert_eq!(c.base_checkpoint(), Some(id));
+    assert_eq!(
+        c.state_hash(),
+        a.state_hash(),
+        "checkpoint + tail == full replay"
+    );
+    assert_eq!(c.transcript("c"), a.transcript("c"));
+    assert_eq!(c.frontier(), a.frontier());
+    assert!(!c.rebase().await.expect("rebase again"), "already the base");
+}
+
+#[tokio::test]
+async fn an_evicted_straggler_rebases_keeping_its_own_tail() {
+    let clock = clock();
+    let relay = Arc::new(MemoryRelay::new());
+    let world = World::new(Arc::clone(&relay) as Arc<dyn Relay>, Arc::clone(&clock));
+    let config = SyncConfig {
+        eviction_horizon_ms: 1_000,
+        ..SyncConfig::default()
+    };
+    let open = |n| {
+        DeviceSync::builder(
+            memory_journal(),
+            Arc::clone(&world.relay),
+            Arc::clone(&world.leases),
+            Arc::clone(&world.keys),
+        )
+        .clock(Arc::clone(&clock) as Arc<dyn Clock>)
+        .device_candidate(dev(n))
+        .config(config)
+        .open()
+    };
+    let mut a = open(1).await.expect("a");
+    let mut b = open(2).await.expect("b");
+    chatter(&mut a, "a", 4).await;
+    chatter(&mut b, "b", 4).await;
+    for _ in 0..2 {
+        a.pump().await.expect("a pumps");
+        b.pump().await.expect("b pumps");
+    }
+    // b goes quiet; a carries on past the eviction horizon.
+    clock.advance(5_000);
+    chatter(&mut a, "later", 4).await;
+    a.pump().await.expect("a pumps");
+    a.publish_checkpoint()
+        .await
+        .expect("publish")
+        .expect("checkpoint");
+    let now = u64::try_from(clock.now_ms()).expect("positive");
+    assert!(relay.gc(now, 1_000).await.expect("gc").deleted > 0);
+
+    // b wrote more while offline, then comes back.
+    chatter(&mut b, "offline", 2).await;
+    let report = b.pump().await.expect("b catches up");
+    assert!(report.rebased);
+    a.pump().await.expect("a pulls b's offline ops");
+    assert_eq!(a.state_hash(), b.state_hash());
+    assert_eq!(b.transcript("c").len(), a.transcript("c").len());
+}
+
+#[tokio::test]
+async fn reopening_from_the_database_file_preserves_everything() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("tandem.db");
+    let clock = clock();
+    let relay = Arc::new(MemoryRelay::new());
+    let world = World::new(Arc::clone(&relay) as Arc<dyn Relay>, Arc::clone(&clock));
+    let reopen = |candidate| {
+        world.device_on(
+            candidate,
+            file_journal(&path),
+            Arc::clone(&clock),
+            Arc::clone(&world.keys),
+            true,
+        )
+    };
+    let mut a = reopen(1).await;
+    let mut b = world.device(2, &clock).await;
+    chatter(&mut a, "a", 3).await;
+    chatter(&mut b, "b", 3).await;
+    a.pump().await.expect("a pumps");
+    b.pump().await.expect("b pumps");
+    a.pump().await.expect("a pumps");
+    a.publish_checkpoint().await.expect("publish");
+    let (hash, frontier, device) = (a.state_hash(), a.frontier().clone(), a.device_id());
+    drop(a);
+
+    let mut a = reopen(99).await;
+    assert_eq!(
+        a.device_id(),
+        device,
+        "the persisted id wins over a new candidate"
+    );
+    assert_eq!(a.state_hash(), hash);
+    assert_eq!(a.frontier(), &frontier);
+    let next = a
+        .append(Scope::Personal, Surface::Command, json!("after reopen"))
+        .await
+        .expect("append");
+    assert_eq!(next.seq.get(), 6, "the chain continues");
+    assert!(next.hlc > frontier.head(device).expect("own head").hlc);
+    a.pump().await.expect("a pumps");
+    b.pump().await.expect("b pumps");
+    assert_eq!(a.state_hash(), b.state_hash());
+
+    // A rebased journal reopens onto its base checkpoint.
+    let c_path = dir.path().join("c.db");
+    relay
+        .gc(
+            u64::try_from(clock.now_ms()).expect("positive"),
+            u64::MAX / 2,
+        )
+        .await
+        .expect("gc");
+    let mut c = world
+        .device_on(
+            3,
+            file_journal(&c_path),
+            Arc::clone(&clock),
+            Arc::clone(&world.keys),
+            true,
+        )
+        .await;
+    c.pump().await.expect("c bootstraps");
+    let (c_hash, c_base) = (c.state_hash(), c.base_checkpoint());
+    assert!(c_base.is_some());
+    drop(c);
+    let c = world
+        .device_on(
+            3,
+            file_journal(&c_path),
+            Arc::clone(&clock),
+            Arc::clone(&world.keys),
+            true,
+        )
+        .await;
+    assert_eq!((c.state_hash(), c.base_checkpoint()), (c_hash, c_base));
+    assert_eq!(c.state_hash(), a.state_hash());
+}
+
+fn files_under(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+    for entry in std::fs::read_dir(dir).expect("read dir") {
+        let path = entry.expect("entry").path();
+        if path.is_dir() {
+            files_under(&path, out);
+        } else {
+            out.push(path);
+        }
+    }
+}
+
+fn holds(path: &Path, needle: &[u8]) -> bool {
+    let bytes = std::fs::read(path).expect("read file");
+    bytes.windows(needle.len()).any(|w| w == needle)
+}
+
+#[tokio::test]
+async fn e2e_canary_never_reaches_the_relay_directory() {
+    const CANARY: &str = "canary-3c9f1e7b-never-in-clear";
+    let dir = tempfile::tempdir().expect("temp dir");
+    let relay_dir = dir.path().join("relay");
+    let relay = Arc::new(FsRelay::open(&relay_dir).expect("fs relay"));
+    let clock = clock();
+    let world = World::new(relay as Arc<dyn Relay>, Arc::clone(&clock));
+    let a_db = dir.path().join("a.db");
+    let mut a = world
+        .device_on(
+            1,
+            file_journal(&a_db),
+            Arc::clone(&clock),
+            Arc::clone(&world.keys),
+            true,
+        )
+        .await;
+    let mut b = world.device(2, &clock).await;
+
+    a.record_turn(Scope::Personal, "c", said(&format!("the word is {CANARY}")))
+        .await
+        .expect("turn");
+    a.append(
+        org(),
+        Surface::Preference,
+        json!({"key": "motto", "value": CANARY}),
+    )
+    .await
+    .expect("preference");
+    a.pump().await.expect("a pumps");
+    b.pump().await.expect("b pumps");
+    a.pump().await.expect("a acks");
+    a.publish_checkpoint()
+        .await
+        .expect("publish")
+        .expect("checkpoint");
+
+    let turns = b.transcript("c");
+    assert_eq!(turns.len(), 1);
+    assert!(turns[0].text.contains(CANARY), "b reads the canary");
+
+    let mut files = Vec::new();
+    files_under(&relay_dir, &mut files);
+    assert!(files.len() >= 3, "the relay wrote its files: {files:?}");
+    // Positive control: the cleartext headers (the device id) are found by the same scan.
+    let header = a.device_id().to_string();
+    assert!(files.iter().any(|f| holds(f, header.as_bytes())));
+    for file in &files {
+        assert!(
+            !holds(file, CANARY.as_bytes()),
+            "canary in clear in {}",
+            file.display()
+        );
+    }
+    // The journal stores ops as exchanged, so the local database is sealed at rest too.
+    let mut local = Vec::new();
+    files_under(dir.path(), &mut local);
+    let journal_files: Vec<_> = local
+        .iter()
+        .filter(|f| f.to_string_lossy().starts_with(&*a_db.to_string_lossy()))
+        .collect();
+    assert!(!journal_files.is_empty(), "the journal files exist");
+    for file in journal_files {
+        assert!(
+            !holds(file, CANARY.as_bytes()),
+            "canary in clear in {}",
+            file.display()
+        );
+    }
+}

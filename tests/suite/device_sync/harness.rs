@@ -1,0 +1,298 @@
+//! Fixtures for the device-sync tests: devices over one relay, shared keys, a manual clock,
+//! and relays that misbehave on purpose.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use serde_json::{json, Value};
+use tandem::adapters::keys::StaticKeyProvider;
+use tandem::adapters::memory::InMemoryLeaseCoordinator;
+use tandem::adapters::sqlite::{SqliteJournal, SqliteOptions};
+use tandem::adapters::system::ManualClock;
+use tandem::app::sync::DeviceSync;
+use tandem::domain::crypto::{KeyEpoch, SessionKey};
+use tandem::domain::ids::DeviceId;
+use tandem::domain::oplog::Turn;
+use tandem::domain::oplog::{Checkpoint, Frontier, OpPayload, OpRecord, Scope};
+use tandem::domain::Role;
+use tandem::ports::{
+    Clock, GcReport, Journal, KeyProvider, LeaseCoordinator, PullBatch, PullCursors, PushOutcome,
+    Relay, RelayError, RosterEntry,
+};
+use uuid::Uuid;
+
+/// A fixed wall time the manual clocks start at.
+pub const T0: i64 = 1_700_000_000_000;
+
+/// Device `n`.
+pub fn dev(n: u128) -> DeviceId {
+    DeviceId::from_uuid(Uuid::from_u128(
+        0xDE71_CE00_0000_0000_0000_0000_0000_0000 | n,
+    ))
+    .expect("non-nil")
+}
+
+/// The org scope the tests share.
+pub fn org() -> Scope {
+    Scope::shared("acme").expect("valid org")
+}
+
+/// Keys for the personal scope and `shared:acme`, built from `seed` (same seed, same keys).
+pub fn keys(seed: u8) -> Arc<StaticKeyProvider> {
+    Arc::new(
+        StaticKeyProvider::new()
+            .with_key(
+                Scope::Personal,
+                KeyEpoch::FIRST,
+                SessionKey::from_bytes([seed; 32]),
+            )
+            .with_key(
+                org(),
+                KeyEpoch::FIRST,
+                SessionKey::from_bytes([seed ^ 0x5a; 32]),
+            ),
+    )
+}
+
+/// What every device of one test shares.
+pub struct World {
+    /// The relay.
+    pub relay: Arc<dyn Relay>,
+    /// The lease coordinator.
+    pub leases: Arc<dyn LeaseCoordinator>,
+    /// The keys.
+    pub keys: Arc<dyn KeyProvider>,
+}
+
+impl World {
+    /// A world over `relay` with shared keys and an in-memory coordinator on `clock`.
+    pub fn new(relay: Arc<dyn Relay>, clock: Arc<ManualClock>) -> Self {
+        Self {
+            relay,
+            leases: Arc::new(InMemoryLeaseCoordinator::new(clock)),
+            keys: keys(1),
+        }
+    }
+
+    /// Opens device `n` on `journal` with its own clock and a seeded nonce RNG.
+    pub async fn device_on(
+        &self,
+        n: u128,
+        journal: Arc<dyn Journal>,
+        clock: Arc<ManualClock>,
+        keys: Arc<dyn KeyProvider>,
+        e2e: bool,
+    ) -> DeviceSync {
+        DeviceSync::builder(
+            journal,
+            Arc::clone(&self.relay),
+            Arc::clone(&self.leases),
+            keys,
+        )
+        .clock(clock as Arc<dyn Clock>)
+        .device_candidate(dev(n))
+        .rng(Box::new(StdRng::seed_from_u64(n as u64)))
+        .e2e(e2e)
+        .open()
+        .await
+        .expect("open device")
+    }
+
+    /// Device `n` on a fresh in-memory journal, shared keys, E2E on.
+    pub async fn device(&self, n: u128, clock: &Arc<ManualClock>) -> DeviceSync {
+        self.device_on(
+            n,
+            memory_journal(),
+            Arc::clone(clock),
+            Arc::clone(&self.keys),
+            true,
+        )
+        .await
+    }
+}
+
+/// A manual clock at [`T0`].
+pub fn clock() -> Arc<ManualClock> {
+    Arc::new(ManualClock::new(T0))
+}
+
+/// A fresh in-memory journal.
+pub fn memory_journal() -> Arc<dyn Journal> {
+    Arc::new(SqliteJournal::open_in_memory(SqliteOptions::default()).expect("journal"))
+}
+
+/// A journal in the database file at `path`.
+pub fn file_journal(path: &Path) -> Arc<dyn Journal> {
+    Arc::new(SqliteJournal::open(path, SqliteOptions::default()).expect("journal"))
+}
+
+/// A user turn.
+pub fn said(text: &str) -> Turn {
+    Turn::text(Role::User, text)
+}
+
+/// A knowledge fact payload.
+pub fn fact(key: &str, body: &str) -> Value {
+    json!({"key": key, "body": body})
+}
+
+/// Pumps every device `rounds` times in order.
+pub async fn pump_all(devices: &mut [&mut DeviceSync], rounds: usize) {
+    for _ in 0..rounds {
+        for d in devices.iter_mut() {
+            d.pump().await.expect("pump");
+        }
+    }
+}
+
+/// A relay wrapper that can flip one byte of the first sealed op a pull returns, and fail
+/// the next push or ack after letting the inner relay perform it (a reply lost in a crash).
+#[derive(Debug)]
+pub struct FaultyRelay {
+    inner: Arc<dyn Relay>,
+    /// Flip a ciphertext byte in pulled ops while set.
+    pub tamper: AtomicBool,
+    /// Re-address the first pulled op's sealed payload (valid id, wrong header) while set.
+    pub readdress: AtomicBool,
+    /// Fail this many pushes after they were stored.
+    pub lose_push_replies: AtomicUsize,
+    /// Fail this many acks after they were stored.
+    pub lose_ack_replies: AtomicUsize,
+}
+
+impl FaultyRelay {
+    /// A well-behaved wrapper of `inner` until told otherwise.
+    pub fn new(inner: Arc<dyn Relay>) -> Self {
+        Self {
+            inner,
+            tamper: AtomicBool::new(false),
+            readdress: AtomicBool::new(false),
+            lose_push_replies: AtomicUsize::new(0),
+            lose_ack_replies: AtomicUsize::new(0),
+        }
+    }
+}
+
+fn lost() -> RelayError {
+    RelayError::Backend("the reply was lost".into())
+}
+
+fn take(counter: &AtomicUsize) -> bool {
+    counter
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
+}
+
+/// `op` with one ciphertext byte flipped, still claiming its old id.
+pub fn flip_ciphertext(op: &OpRecord) -> OpRecord {
+    let mut v = serde_json::to_value(op).expect("op json");
+    let ct = v["payload"]["sealed"]["ciphertext"]
+        .as_str()
+        .expect("sealed op")
+        .to_owned();
+    let flipped = if ct.starts_with('0') { "1" } else { "0" };
+    v["payload"]["sealed"]["ciphertext"] = json!(format!("{flipped}{}", &ct[1..]));
+    serde_json::from_value(v).expect("still an op")
+}
+
+/// `op`'s sealed payload under another header with a correct id (seq 0 of its chain, one
+/// millisecond later): passes chain verification, must fail to open.
+pub fn readdress(op: &OpRecord) -> OpRecord {
+    let mut hlc = op.hlc();
+    hlc.wall_ms += 1;
+    OpRecord::new(
+        hlc,
+        op.seq(),
+        op.prev(),
+        op.scope().clone(),
+        op.surface().clone(),
+        op.payload().clone(),
+    )
+    .expect("well-formed op")
+}
+
+#[async_trait]
+impl Relay for FaultyRelay {
+    async fn register(&self, device: DeviceId, now_ms: u64) -> Result<(), RelayError> {
+        self.inner.register(device, now_ms).await
+    }
+
+    async fn push(
+        &self,
+        device: DeviceId,
+        ops: &[OpRecord],
+        now_ms: u64,
+    ) -> Result<PushOutcome, RelayError> {
+        let outcome = self.inner.push(device, ops, now_ms).await?;
+        if take(&self.lose_push_replies) {
+            return Err(lost());
+        }
+        Ok(outcome)
+    }
+
+    async fn pull(
+        &self,
+        reader: DeviceId,
+        cursors: &PullCursors,
+        limit: usize,
+        now_ms: u64,
+    ) -> Result<PullBatch, RelayError> {
+        let mut batch = self.inner.pull(reader, cursors, limit, now_ms).await?;
+        let tamper = self.tamper.load(Ordering::SeqCst);
+        let readdress_first = self.readdress.load(Ordering::SeqCst);
+        if tamper || readdress_first {
+            let target = batch
+                .ops
+                .values_mut()
+                .flat_map(|ops| ops.iter_mut())
+                .find(|op| {
+                    matches!(op.payload(), OpPayload::Sealed { .. }) && op.device() != reader
+                });
+            if let Some(op) = target {
+                *op = if tamper {
+                    flip_ciphertext(op)
+                } else {
+                    readdress(op)
+                };
+            }
+        }
+        Ok(batch)
+    }
+
+    async fn ack(
+        &self,
+        device: DeviceId,
+        frontier: &Frontier,
+        now_ms: u64,
+    ) -> Result<(), RelayError> {
+        self.inner.ack(device, frontier, now_ms).await?;
+        if take(&self.lose_ack_replies) {
+            return Err(lost());
+        }
+        Ok(())
+    }
+
+    async fn roster(&self) -> Result<Vec<RosterEntry>, RelayError> {
+        self.inner.roster().await
+    }
+
+    async fn stable_frontier(&self, now_ms: u64, horizon_ms: u64) -> Result<Frontier, RelayError> {
+        self.inner.stable_frontier(now_ms, horizon_ms).await
+    }
+
+    async fn put_checkpoint(&self, checkpoint: &Checkpoint) -> Result<(), RelayError> {
+        self.inner.put_checkpoint(checkpoint).await
+    }
+
+    async fn latest_checkpoint(&self) -> Result<Option<Checkpoint>, RelayError> {
+        self.inner.latest_checkpoint().await
+    }
+
+    async fn gc(&self, now_ms: u64, horizon_ms: u64) -> Result<GcReport, RelayError> {
+        self.inner.gc(now_ms, horizon_ms).await
+    }
+}

@@ -1,0 +1,167 @@
+//! What a device refuses: tampered ops, far-future stamps, wrong keys, plaintext under E2E.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use tandem::adapters::keys::StaticKeyProvider;
+use tandem::adapters::memory::MemoryRelay;
+use tandem::app::sync::SyncError;
+use tandem::domain::crypto::{KeyEpoch, SessionKey};
+use tandem::domain::oplog::{Scope, SealError, Surface, VerifyError, DEFAULT_MAX_DRIFT_MS};
+use tandem::ports::{KeyError, KeyProvider};
+
+use super::harness::{clock, fact, keys, memory_journal, said, FaultyRelay, World};
+
+#[tokio::test]
+async fn a_tampered_pulled_op_is_refused_and_changes_nothing() {
+    let clock = clock();
+    let faulty = Arc::new(FaultyRelay::new(Arc::new(MemoryRelay::new())));
+    let world = World::new(Arc::clone(&faulty) as _, Arc::clone(&clock));
+    let mut a = world.device(1, &clock).await;
+    let mut b = world.device(2, &clock).await;
+    a.record_turn(Scope::Personal, "c", said("first"))
+        .await
+        .expect("turn");
+    a.pump().await.expect("a pumps");
+    b.pump().await.expect("b pumps");
+    a.append(Scope::Personal, Surface::Knowledge, fact("k", "v"))
+        .await
+        .expect("fact");
+    a.pump().await.expect("a pumps");
+
+    let (hash, frontier) = (b.state_hash(), b.frontier().clone());
+    faulty.tamper.store(true, Ordering::SeqCst);
+    let err = b.pump().await.expect_err("tampered op");
+    assert!(
+        matches!(err, SyncError::Verify(VerifyError::OpIdMismatch { .. })),
+        "{err}"
+    );
+    assert_eq!(b.state_hash(), hash, "state changed");
+    assert_eq!(b.frontier(), &frontier, "frontier changed");
+    let durable = b.status().await.expect("status").journal_frontier;
+    assert_eq!(durable, frontier, "journal changed");
+
+    faulty.tamper.store(false, Ordering::SeqCst);
+    b.pump().await.expect("clean pump");
+    assert_eq!(a.state_hash(), b.state_hash());
+}
+
+#[tokio::test]
+async fn a_readdressed_ciphertext_verifies_as_a_chain_but_does_not_open() {
+    let clock = clock();
+    let faulty = Arc::new(FaultyRelay::new(Arc::new(MemoryRelay::new())));
+    let world = World::new(Arc::clone(&faulty) as _, Arc::clone(&clock));
+    let mut a = world.device(1, &clock).await;
+    let mut b = world.device(2, &clock).await;
+    a.record_turn(Scope::Personal, "c", said("only"))
+        .await
+        .expect("turn");
+    a.pump().await.expect("a pumps");
+    faulty.readdress.store(true, Ordering::SeqCst);
+    let err = b.pump().await.expect_err("re-addressed op");
+    assert!(
+        matches!(err, SyncError::Seal(SealError::Decrypt { .. })),
+        "{err}"
+    );
+    assert!(b.state().is_empty());
+    assert!(b.frontier().is_empty());
+}
+
+#[tokio::test]
+async fn far_future_stamps_are_refused_until_local_time_catches_up() {
+    let clock_a = clock();
+    let clock_b = clock();
+    clock_b.advance(i64::try_from(DEFAULT_MAX_DRIFT_MS).expect("fits") + 10_000);
+    let world = World::new(Arc::new(MemoryRelay::new()), Arc::clone(&clock_a));
+    let mut a = world.device(1, &clock_a).await;
+    let mut b = world.device(2, &clock_b).await;
+    b.record_turn(Scope::Personal, "c", said("from the future"))
+        .await
+        .expect("turn");
+    b.pump().await.expect("b pumps");
+    let err = a.pump().await.expect_err("far-future op");
+    assert!(
+        matches!(err, SyncError::Verify(VerifyError::TooFarInFuture { .. })),
+        "{err}"
+    );
+    assert!(a.state().is_empty() && a.frontier().is_empty());
+    // A's own stamps were not dragged ahead by the refused op.
+    let own = a
+        .append(
+            Scope::Personal,
+            tandem::domain::oplog::Surface::Command,
+            serde_json::json!("x"),
+        )
+        .await
+        .expect("append");
+    assert!(own.hlc.wall_ms < super::harness::T0 as u64 + 1_000);
+    clock_a.advance(20_000);
+    a.pump().await.expect("within the bound now");
+    assert_eq!(a.transcript("c").len(), 1);
+}
+
+#[tokio::test]
+async fn a_wrong_or_missing_key_is_a_typed_error() {
+    let clock = clock();
+    let world = World::new(Arc::new(MemoryRelay::new()), Arc::clone(&clock));
+    let mut a = world.device(1, &clock).await;
+    a.record_turn(Scope::Personal, "c", said("secret"))
+        .await
+        .expect("turn");
+    a.pump().await.expect("a pumps");
+
+    let mut wrong = world
+        .device_on(2, memory_journal(), Arc::clone(&clock), keys(9), true)
+        .await;
+    let err = wrong.pump().await.expect_err("wrong key");
+    assert!(
+        matches!(err, SyncError::Seal(SealError::Decrypt { .. })),
+        "{err}"
+    );
+    assert!(wrong.state().is_empty() && wrong.frontier().is_empty());
+
+    let later_epoch_only: Arc<dyn KeyProvider> = Arc::new(StaticKeyProvider::new().with_key(
+        Scope::Personal,
+        KeyEpoch::new(2),
+        SessionKey::from_bytes([1; 32]),
+    ));
+    let mut missing = world
+        .device_on(
+            3,
+            memory_journal(),
+            Arc::clone(&clock),
+            later_epoch_only,
+            true,
+        )
+        .await;
+    let err = missing.pump().await.expect_err("missing epoch");
+    assert!(
+        matches!(err, SyncError::Keys(KeyError::UnknownEpoch { .. })),
+        "{err}"
+    );
+    assert!(!err.to_string().contains("secret"));
+}
+
+#[tokio::test]
+async fn plaintext_ops_are_refused_under_e2e() {
+    let clock = clock();
+    let world = World::new(Arc::new(MemoryRelay::new()), Arc::clone(&clock));
+    let mut plain = world
+        .device_on(1, memory_journal(), Arc::clone(&clock), keys(1), false)
+        .await;
+    let mut sealed = world.device(2, &clock).await;
+    let mut also_plain = world
+        .device_on(3, memory_journal(), Arc::clone(&clock), keys(1), false)
+        .await;
+    plain
+        .record_turn(Scope::Personal, "c", said("in the clear"))
+        .await
+        .expect("turn");
+    plain.pump().await.expect("push");
+    let err = sealed.pump().await.expect_err("plaintext under e2e");
+    assert!(matches!(err, SyncError::PlaintextRefused { .. }), "{err}");
+    assert!(sealed.state().is_empty());
+    // Without E2E, plaintext is accepted.
+    also_plain.pump().await.expect("plain pump");
+    assert_eq!(also_plain.state_hash(), plain.state_hash());
+}
