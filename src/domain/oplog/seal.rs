@@ -8,7 +8,7 @@
 //!
 //! [`author_sealed`] validates the plaintext against its surface, encodes it as canonical JSON,
 //! seals it with XChaCha20-Poly1305 through the crate's
-//! [`seal_with_aad`](crate::domain::crypto::seal_with_aad) and appends the op. The associated
+//! [`seal_with_aad`] and appends the op. The associated
 //! data binds the ciphertext to every header field of its op (`lp(x) = u64_be(len(x)) || x`):
 //!
 //! ```text
