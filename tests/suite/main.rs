@@ -10,3 +10,4 @@ mod lease;
 mod relay;
 mod store_conformance;
 mod support;
+mod sync_sim;
