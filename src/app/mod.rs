@@ -8,6 +8,7 @@ pub mod devices;
 pub mod effect_log;
 pub mod engine;
 pub mod sync;
+pub mod tee;
 
 pub use auth::{AuthState, AuthedCallError, RefreshError};
 pub use effect_log::{EffectConsumer, EffectLog};
@@ -15,3 +16,4 @@ pub use engine::{
     Engine, EngineBuilder, EngineConfig, EngineError, LiveEvent, StatusUpdate, Subscription,
 };
 pub use sync::{DeviceSync, DeviceSyncBuilder, PumpReport, SyncConfig, SyncError, SyncStatus};
+pub use tee::{OplogTee, TeeConfig, TeeError, TeeTick};

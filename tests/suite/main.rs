@@ -10,3 +10,5 @@ mod lease;
 mod relay;
 mod store_conformance;
 mod support;
+mod sync_crash;
+mod sync_sim;
