@@ -34,7 +34,8 @@
 //!   coordinator for tests ([`adapters::memory`]), key files ([`adapters::keys`]), Supabase over
 //!   PostgREST ([`adapters::supabase`]), sinks, and system/deterministic clocks and ids.
 //! - [`app`] composes them: the session [`app::Engine`] and its [`app::EffectLog`]; the
-//!   consumers that drain the log by cursor ([`app::cold::ColdConsumer`] for the cloud); the
+//!   consumers that drain the log by cursor ([`app::cold::ColdConsumer`] for the cloud,
+//!   [`app::tee::OplogTee`] recording messages as conversation ops for device sync); the
 //!   device-sync session [`app::DeviceSync`]; device identities and key distribution
 //!   ([`app::devices`]); the runtime auth context ([`app::AuthState`]). Only the app and the
 //!   binary name concrete adapters.
