@@ -17,5 +17,6 @@ mod database;
 mod device;
 mod end_to_end;
 mod faults;
+mod http_wire;
 mod proxy;
 mod token_expiry;
