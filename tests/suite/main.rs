@@ -2,6 +2,7 @@
 
 mod cloud_live;
 mod cold;
+mod cold_live;
 mod crash_safety;
 mod device_sync;
 mod disk_full;
