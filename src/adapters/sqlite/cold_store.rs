@@ -12,6 +12,7 @@
 //! writes wait on the busy timeout). All methods block; async callers move them off the
 //! runtime.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
@@ -41,6 +42,10 @@ const SELECT_REPOSITORY: &str = concat!(
     repository_columns!(),
     " FROM repositories WHERE id = ?1"
 );
+
+/// Most message ids bound in one query of [`SqliteColdStore::messages`] (well under SQLite's
+/// limit on bound parameters).
+const MESSAGES_PER_QUERY: usize = 500;
 
 /// The cold path's bookkeeping store. See the module docs.
 pub struct SqliteColdStore {
@@ -88,6 +93,35 @@ impl SqliteColdStore {
     /// One message by id (its content is plaintext: seal it, never log it).
     pub fn message(&self, id: MessageId) -> Result<Option<Message>, StoreError> {
         self.read_one(SELECT_MESSAGE, &id.to_string(), rows::message)
+    }
+
+    /// The messages of `ids` that still exist, in the order of `ids` (their content is
+    /// plaintext: seal it, never log it). One query per 500 ids.
+    pub fn messages(&self, ids: &[MessageId]) -> Result<Vec<Message>, StoreError> {
+        let mut found: HashMap<MessageId, Message> = HashMap::with_capacity(ids.len());
+        let conn = self.conn();
+        for chunk in ids.chunks(MESSAGES_PER_QUERY) {
+            let sql = format!(
+                concat!(
+                    "SELECT ",
+                    message_columns!(),
+                    " FROM messages WHERE id IN ({})"
+                ),
+                vec!["?"; chunk.len()].join(", ")
+            );
+            let mut stmt = conn.prepare_cached(&sql).map_err(map_sqlite)?;
+            let keys: Vec<String> = chunk.iter().map(ToString::to_string).collect();
+            let decoded = stmt
+                .query_map(rusqlite::params_from_iter(&keys), |row| {
+                    Ok(rows::message(row))
+                })
+                .map_err(map_sqlite)?;
+            for message in decoded {
+                let message = message.map_err(map_sqlite)?.map_err(StoreError::from)?;
+                found.insert(message.id, message);
+            }
+        }
+        Ok(ids.iter().filter_map(|id| found.remove(id)).collect())
     }
 
     pub(super) fn conn(&self) -> MutexGuard<'_, Connection> {
@@ -180,6 +214,17 @@ mod tests {
 
         let cold = SqliteColdStore::open(&path, SqliteOptions::default()).unwrap();
         assert_eq!(cold.message(m.id).unwrap().unwrap().content, "hello");
+        let n = engine
+            .append_message(session.id, NewMessage::new(Role::User, "again"))
+            .unwrap();
+        let missing = MessageId::from_uuid(uuid::Uuid::from_u128(77)).unwrap();
+        let batch = cold.messages(&[n.id, missing, m.id]).unwrap();
+        let contents: Vec<_> = batch.iter().map(|m| m.content.as_str()).collect();
+        assert_eq!(
+            contents,
+            ["again", "hello"],
+            "in the order asked, missing left out"
+        );
         assert_eq!(cold.session(session.id).unwrap(), Some(session.clone()));
         assert_eq!(cold.repository(repo.id).unwrap(), Some(repo.clone()));
 

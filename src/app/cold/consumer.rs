@@ -23,7 +23,7 @@ use super::doorbell::Doorbell;
 use super::error::ColdError;
 use super::execute::{Failure, Pending};
 use super::jitter::Jitter;
-use super::plan::{plan, Plan, Unit, WindowKind, Work};
+use super::plan::{plan, MessageItem, Plan, Unit, WindowKind, Work};
 
 /// What one [`ColdConsumer::tick`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,6 +93,16 @@ pub(super) struct Worker {
     /// The token of the last unauthenticated failure: a new token cuts the backoff short.
     refused_token: Option<AccessToken>,
     failures: u32,
+    /// The effects right after the cursor as last read (a prefix of the log, in order):
+    /// units that are ready on them are planned without reading the log again.
+    lookahead: Vec<EffectRecord>,
+}
+
+impl Worker {
+    /// The cursor reached `through`: what lies before it is done.
+    fn acknowledged(&mut self, through: EffectSeq) {
+        self.lookahead.retain(|r| r.seq > through);
+    }
 }
 
 /// The cold path: drains the effect log into the cloud tables. See the module docs of
@@ -193,7 +203,10 @@ impl ColdConsumer {
                 Ok(Next::Unit(unit)) if unit.work == Work::Skip => {
                     let through = unit.through;
                     return match self.ack(through).await {
-                        Ok(()) => TickOutcome::Skipped { through },
+                        Ok(()) => {
+                            worker.acknowledged(through);
+                            TickOutcome::Skipped { through }
+                        }
                         Err(failure) => self.failed(&mut worker, failure, None),
                     };
                 }
@@ -203,15 +216,27 @@ impl ColdConsumer {
                 Err(failure) => return self.failed(&mut worker, failure, None),
             }
         }
+        let ahead = worker
+            .pending
+            .as_ref()
+            .and_then(|p| self.batch_after(&worker.lookahead, p.unit.through));
         let Some(pending) = worker.pending.as_mut() else {
             return TickOutcome::Idle;
         };
-        let result = self.attempt(pending, &context).await;
+        // The next batch is read and sealed while this unit is in flight; it is used only if
+        // this unit lands, so the cursor still advances in order.
+        let seal_ahead = async {
+            let (unit, items) = ahead?;
+            let rows = self.seal_ahead(&items, context.device_id).await?;
+            Some(Pending::sealed(unit, rows))
+        };
+        let (result, next) = tokio::join!(self.attempt(pending, &context), seal_ahead);
         let (through, items) = (pending.unit.through, pending.unit.len());
         match result {
             Ok(()) => match self.ack(through).await {
                 Ok(()) => {
-                    worker.pending = None;
+                    worker.acknowledged(through);
+                    worker.pending = next;
                     worker.failures = 0;
                     self.set_last_error(None);
                     TickOutcome::Delivered { items, through }
@@ -225,6 +250,7 @@ impl ColdConsumer {
             }) => match self.dead_letter(&pending.unit, &reason).await {
                 Ok(()) => {
                     tracing::warn!(items, %through, %reason, "cold path dead-lettered a unit");
+                    worker.acknowledged(through);
                     worker.pending = None;
                     worker.failures = 0;
                     self.set_last_error(Some(reason));
@@ -327,18 +353,50 @@ impl ColdConsumer {
         *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = error;
     }
 
+    /// The message batch right after `through` if the effects already read make it ready
+    /// (full, or closed by a later effect): more effects cannot change it.
+    fn batch_after(
+        &self,
+        lookahead: &[EffectRecord],
+        through: EffectSeq,
+    ) -> Option<(Unit, Vec<MessageItem>)> {
+        let start = lookahead.partition_point(|r| r.seq <= through);
+        match plan(
+            &lookahead[start..],
+            self.config.effective_batch_size(),
+            false,
+        ) {
+            Plan::Ready(unit) => match &unit.work {
+                Work::Messages(items) if !items.is_empty() => {
+                    let items = items.clone();
+                    Some((unit, items))
+                }
+                _ => None,
+            },
+            Plan::Empty | Plan::Window { .. } => None,
+        }
+    }
+
     async fn next_unit(&self, worker: &mut Worker, now: Instant) -> Result<Next, Failure> {
+        let batch = self.config.effective_batch_size();
+        // A unit that is ready on the effects already read stays the same however the log
+        // grows: plan it without reading again. Anything else (nothing read, a window, the
+        // end of what was read) reads the log afresh.
+        if let Plan::Ready(unit) = plan(&worker.lookahead, batch, false) {
+            worker.window = None;
+            return Ok(Next::Unit(unit));
+        }
         let log = self.log.clone();
         let limit = self.config.effective_read_limit();
-        let effects: Vec<EffectRecord> =
+        worker.lookahead =
             blocking_store(move || log.read(limit))
                 .await
                 .map_err(|e| Failure::Retry {
                     class: RetryClass::Transient { retry_after: None },
                     reason: format!("reading the effect log: {e}"),
                 })?;
-        let batch = self.config.effective_batch_size();
-        let unit = match plan(&effects, batch, false) {
+        let effects = &worker.lookahead;
+        let unit = match plan(effects, batch, false) {
             Plan::Empty => {
                 worker.window = None;
                 return Ok(Next::Idle);
@@ -365,7 +423,7 @@ impl ColdConsumer {
                 if now < deadline && !aged {
                     return Ok(Next::Wait(deadline));
                 }
-                match plan(&effects, batch, true) {
+                match plan(effects, batch, true) {
                     Plan::Ready(unit) => unit,
                     Plan::Empty | Plan::Window { .. } => return Ok(Next::Idle),
                 }

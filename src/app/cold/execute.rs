@@ -12,7 +12,7 @@ use crate::app::devices::{DevicesError, HeldKey, KeyringError};
 use crate::domain::backoff::RetryClass;
 use crate::domain::crypto::{seal_message, CryptoError, MessageAad};
 use crate::domain::routing::{route, ColdRoute};
-use crate::domain::{EffectRecord, EffectSeq, Message, SessionId, SessionStatus};
+use crate::domain::{DeviceId, EffectRecord, EffectSeq, Message, SessionId, SessionStatus};
 use crate::ports::{
     AccessToken, AuthContext, CloudError, CloudMessageRow, CloudRepositoryRow, CloudSessionRow,
     CloudSessionStatus, MetadataError, StoreError,
@@ -37,6 +37,14 @@ impl Pending {
             unit,
             sealed: None,
             done: HashSet::new(),
+        }
+    }
+
+    /// A message batch sealed ahead of its turn.
+    pub(crate) fn sealed(unit: Unit, rows: Vec<CloudMessageRow>) -> Self {
+        Self {
+            sealed: Some(rows),
+            ..Self::new(unit)
         }
     }
 }
@@ -144,6 +152,52 @@ impl Drop for Plaintexts {
     }
 }
 
+/// A batch after its local read: sealed, or waiting for new session keys to be distributed.
+enum Prepared {
+    /// Every row sealed.
+    Sealed(Vec<CloudMessageRow>),
+    /// Some key awaits distribution (network) before anything may be sealed with it.
+    Undistributed {
+        messages: Plaintexts,
+        keys: BTreeMap<SessionId, HeldKey>,
+    },
+}
+
+/// Seals each message with its session's key, bound to `device` as the sender.
+fn seal_rows(
+    messages: &Plaintexts,
+    keys: &BTreeMap<SessionId, HeldKey>,
+    device: DeviceId,
+) -> Result<Vec<CloudMessageRow>, CryptoError> {
+    let mut rows = Vec::with_capacity(messages.0.len());
+    for message in &messages.0 {
+        let Some(held) = keys.get(&message.session_id) else {
+            continue;
+        };
+        let aad = MessageAad::new(
+            message.session_id,
+            message.id,
+            message.seq,
+            device,
+            held.epoch,
+        );
+        let sealed = seal_message(&held.key, &aad, message.content.as_bytes(), &mut OsRng)?;
+        rows.push(CloudMessageRow {
+            id: message.id,
+            session_id: message.session_id,
+            sequence_number: message.seq.get(),
+            role: message.role.as_str().to_owned(),
+            content_ciphertext: sealed.content_encrypted(),
+            content_nonce: sealed.content_nonce(),
+            key_epoch: held.epoch,
+            encryption_alg: sealed.alg.as_str().to_owned(),
+            sender_device_id: device,
+            created_at_ms: message.created_at_ms,
+        });
+    }
+    Ok(rows)
+}
+
 /// Runs blocking work off the runtime; a failed task is a transient failure.
 async fn off_runtime<T: Send + 'static>(
     work: impl FnOnce() -> T + Send + 'static,
@@ -215,62 +269,62 @@ impl ColdConsumer {
     }
 
     /// Reads, seals and converts a batch. Messages deleted since their effect are left out.
+    /// A session key created here is distributed before any row sealed with it is returned.
     async fn seal_batch(
         &self,
         items: &[MessageItem],
         context: &AuthContext,
     ) -> Result<Vec<CloudMessageRow>, Failure> {
+        match self.prepare_batch(items, context.device_id).await? {
+            Prepared::Sealed(rows) => Ok(rows),
+            Prepared::Undistributed { messages, keys } => {
+                for held in keys.values().filter(|held| held.needs_distribution()) {
+                    self.devices().distribute(held).await?;
+                }
+                Ok(seal_rows(&messages, &keys, context.device_id)?)
+            }
+        }
+    }
+
+    /// Seals a batch ahead of its turn, if that needs nothing but local work (no key awaits
+    /// distribution); `None` leaves the batch to [`Self::seal_batch`] in its own turn, which
+    /// also reports any failure.
+    pub(crate) async fn seal_ahead(
+        &self,
+        items: &[MessageItem],
+        device: DeviceId,
+    ) -> Option<Vec<CloudMessageRow>> {
+        match self.prepare_batch(items, device).await {
+            Ok(Prepared::Sealed(rows)) => Some(rows),
+            Ok(Prepared::Undistributed { .. }) | Err(_) => None,
+        }
+    }
+
+    /// The local part of a batch in one blocking step: one query for its messages, the
+    /// current key of each of their sessions (created if none is held) and, when no key awaits
+    /// distribution, the sealing.
+    async fn prepare_batch(
+        &self,
+        items: &[MessageItem],
+        device: DeviceId,
+    ) -> Result<Prepared, Failure> {
         let store = Arc::clone(self.store());
+        let keyring = Arc::clone(self.devices().keyring());
         let ids: Vec<_> = items.iter().map(|m| m.message_id).collect();
-        let messages = off_runtime(move || {
-            ids.iter()
-                .map(|id| store.message(*id))
-                .collect::<Result<Vec<_>, _>>()
+        off_runtime(move || {
+            let messages = Plaintexts(store.messages(&ids).map_err(|e| Failure::store(&e))?);
+            let mut keys: BTreeMap<SessionId, HeldKey> = BTreeMap::new();
+            for session in messages.0.iter().map(|m| m.session_id) {
+                if let std::collections::btree_map::Entry::Vacant(slot) = keys.entry(session) {
+                    slot.insert(keyring.current_or_create(session)?);
+                }
+            }
+            if keys.values().any(HeldKey::needs_distribution) {
+                return Ok(Prepared::Undistributed { messages, keys });
+            }
+            Ok(Prepared::Sealed(seal_rows(&messages, &keys, device)?))
         })
         .await?
-        .map_err(|e| Failure::store(&e))?;
-        let messages = Plaintexts(messages.into_iter().flatten().collect());
-
-        let mut keys: BTreeMap<SessionId, HeldKey> = BTreeMap::new();
-        for session in messages.0.iter().map(|m| m.session_id) {
-            if keys.contains_key(&session) {
-                continue;
-            }
-            let keyring = Arc::clone(self.devices().keyring());
-            let held = off_runtime(move || keyring.current_or_create(session)).await??;
-            if held.needs_distribution() {
-                self.devices().distribute(&held).await?;
-            }
-            keys.insert(session, held);
-        }
-
-        let mut rows = Vec::with_capacity(messages.0.len());
-        for message in &messages.0 {
-            let Some(held) = keys.get(&message.session_id) else {
-                continue;
-            };
-            let aad = MessageAad::new(
-                message.session_id,
-                message.id,
-                message.seq,
-                context.device_id,
-                held.epoch,
-            );
-            let sealed = seal_message(&held.key, &aad, message.content.as_bytes(), &mut OsRng)?;
-            rows.push(CloudMessageRow {
-                id: message.id,
-                session_id: message.session_id,
-                sequence_number: message.seq.get(),
-                role: message.role.as_str().to_owned(),
-                content_ciphertext: sealed.content_encrypted(),
-                content_nonce: sealed.content_nonce(),
-                key_epoch: held.epoch,
-                encryption_alg: sealed.alg.as_str().to_owned(),
-                sender_device_id: context.device_id,
-                created_at_ms: message.created_at_ms,
-            });
-        }
-        Ok(rows)
     }
 
     async fn send_status(&self, token: &AccessToken, item: &StatusItem) -> Result<(), Failure> {
