@@ -74,6 +74,16 @@ impl EffectConsumer {
         self.store.effects_after(from, limit)
     }
 
+    /// The effects after `after`, at most `limit` (for a consumer that knows where its
+    /// cursor is about to be). Reading does not move the cursor.
+    pub fn read_after(
+        &self,
+        after: EffectSeq,
+        limit: usize,
+    ) -> Result<Vec<EffectRecord>, StoreError> {
+        self.store.effects_after(after, limit)
+    }
+
     /// Durably marks everything up to and including `up_to` as handled.
     pub fn ack(&self, up_to: EffectSeq) -> Result<(), StoreError> {
         self.store.advance_cursor(&self.name, up_to)

@@ -216,19 +216,35 @@ impl ColdConsumer {
                 Err(failure) => return self.failed(&mut worker, failure, None),
             }
         }
-        let ahead = worker
-            .pending
-            .as_ref()
-            .and_then(|p| self.batch_after(&worker.lookahead, p.unit.through));
+        let ahead = worker.pending.as_ref().map(|p| {
+            let through = p.unit.through;
+            let left = worker.lookahead.iter().filter(|r| r.seq > through).count();
+            let running_out = left < self.config.effective_batch_size();
+            (
+                through,
+                self.batch_after(&worker.lookahead, through),
+                running_out,
+            )
+        });
         let Some(pending) = worker.pending.as_mut() else {
             return TickOutcome::Idle;
         };
         // The next batch is read and sealed while this unit is in flight; it is used only if
-        // this unit lands, so the cursor still advances in order.
+        // this unit lands, so the cursor still advances in order. When what was read runs
+        // out, the log is read on from this unit's end.
         let seal_ahead = async {
-            let (unit, items) = ahead?;
+            let (through, ready, running_out) = ahead?;
+            let (fresh, (unit, items)) = match ready {
+                Some(found) => (None, found),
+                None if !running_out => return None,
+                None => {
+                    let records = self.read_after(through).await?;
+                    let found = self.batch_after(&records, through)?;
+                    (Some(records), found)
+                }
+            };
             let rows = self.seal_ahead(&items, context.device_id).await?;
-            Some(Pending::sealed(unit, rows))
+            Some((fresh, Pending::sealed(unit, rows)))
         };
         let (result, next) = tokio::join!(self.attempt(pending, &context), seal_ahead);
         let (through, items) = (pending.unit.through, pending.unit.len());
@@ -236,7 +252,13 @@ impl ColdConsumer {
             Ok(()) => match self.ack(through).await {
                 Ok(()) => {
                     worker.acknowledged(through);
-                    worker.pending = next;
+                    worker.pending = None;
+                    if let Some((fresh, next)) = next {
+                        if let Some(records) = fresh {
+                            worker.lookahead = records;
+                        }
+                        worker.pending = Some(next);
+                    }
                     worker.failures = 0;
                     self.set_last_error(None);
                     TickOutcome::Delivered { items, through }
@@ -375,6 +397,16 @@ impl ColdConsumer {
             },
             Plan::Empty | Plan::Window { .. } => None,
         }
+    }
+
+    /// The effects after `through` (where the cursor will be once the unit in flight lands),
+    /// or `None` if the log cannot be read now (the unit's own turn reports that).
+    async fn read_after(&self, through: EffectSeq) -> Option<Vec<EffectRecord>> {
+        let log = self.log.clone();
+        let limit = self.config.effective_read_limit();
+        blocking_store(move || log.read_after(through, limit))
+            .await
+            .ok()
     }
 
     async fn next_unit(&self, worker: &mut Worker, now: Instant) -> Result<Next, Failure> {
