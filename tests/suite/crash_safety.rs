@@ -10,14 +10,13 @@
 //! (default: derived from the time). The seed is printed at the start and on every failure.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::process::{Command, Stdio};
+use std::sync::mpsc::RecvTimeoutError;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::support::child::{spawn_reader, spawn_stderr, ChildGuard, Line};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -42,14 +41,6 @@ struct Ack {
     cycle: u64,
 }
 
-/// What the reader thread forwards.
-enum Line {
-    /// A complete line (its newline was written, so it was fully acknowledged).
-    Complete(String),
-    /// Bytes cut off by the kill before their newline: not an acknowledgement.
-    Partial(String),
-}
-
 /// Prints the seed if the test panics anywhere, so any failure is reproducible.
 struct SeedReporter {
     seed: u64,
@@ -62,20 +53,6 @@ impl Drop for SeedReporter {
                 "crash_safety FAILED; reproduce with TANDEM_CRASH_SEED={}",
                 self.seed
             );
-        }
-    }
-}
-
-/// Kills and reaps the child if the test bails out while it still runs.
-struct ChildGuard {
-    child: Option<Child>,
-}
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
         }
     }
 }
@@ -106,40 +83,6 @@ fn parse_ack(line: &str, cycle: u64) -> Result<Ack, String> {
         id,
         content: parts[4].to_owned(),
         cycle,
-    })
-}
-
-/// Forwards the child's stdout line by line.
-fn spawn_reader(stdout: impl Read + Send + 'static) -> (Receiver<Line>, JoinHandle<()>) {
-    let (tx, rx) = mpsc::channel();
-    let handle = std::thread::spawn(move || {
-        let mut reader = BufReader::new(stdout);
-        loop {
-            let mut line = String::new();
-            match reader.read_line(&mut line) {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {
-                    let msg = if line.ends_with('\n') {
-                        Line::Complete(line)
-                    } else {
-                        Line::Partial(line)
-                    };
-                    if tx.send(msg).is_err() {
-                        return;
-                    }
-                }
-            }
-        }
-    });
-    (rx, handle)
-}
-
-/// Collects the child's stderr, for failure reports.
-fn spawn_stderr(stderr: impl Read + Send + 'static) -> JoinHandle<String> {
-    std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = BufReader::new(stderr).read_to_string(&mut s);
-        s
     })
 }
 
@@ -401,7 +344,7 @@ fn crash_safety() {
             .unwrap_or_else(|e| fail(format!("spawn: {e}")));
         let stdout = child.stdout.take().expect("piped stdout");
         let stderr = child.stderr.take().expect("piped stderr");
-        let mut guard = ChildGuard { child: Some(child) };
+        let mut guard = ChildGuard(Some(child));
         let (rx, reader) = spawn_reader(stdout);
         let errors = spawn_stderr(stderr);
 
@@ -422,7 +365,7 @@ fn crash_safety() {
         };
 
         let before = acks.len();
-        let child = guard.child.as_mut().expect("child");
+        let child = guard.0.as_mut().expect("child");
         if k > 0 {
             let mut got = 0;
             while got < k {
@@ -449,7 +392,7 @@ fn crash_safety() {
         // SIGKILL, right on the event.
         child.kill().unwrap_or_else(|e| fail(format!("kill: {e}")));
         let status = child.wait().unwrap_or_else(|e| fail(format!("wait: {e}")));
-        guard.child = None;
+        guard.0 = None;
         // Lines written before the kill are acknowledged too.
         loop {
             match rx.recv_timeout(RECV_TIMEOUT) {

@@ -1,5 +1,7 @@
 //! Shared fixtures for the integration tests.
 
+pub mod child;
+
 use std::ops::Deref;
 use std::path::PathBuf;
 use std::sync::Arc;

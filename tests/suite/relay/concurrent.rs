@@ -9,10 +9,11 @@
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::support::child::ChildGuard;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -100,18 +101,6 @@ fn child_role() {
     let seed: u64 = parts.next().and_then(|s| s.parse().ok()).expect("seed");
     let dir = PathBuf::from(parts.next().expect("relay dir"));
     runtime().block_on(participate(&dir, me, seed));
-}
-
-/// Kills and reaps a child if the test bails out while it runs.
-struct ChildGuard(Option<Child>);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.0.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
 }
 
 fn spawn_child(dir: &Path, me: u64, seed: u64) -> (ChildGuard, mpsc::Receiver<String>) {

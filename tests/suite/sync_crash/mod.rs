@@ -21,13 +21,12 @@ mod fixture;
 mod verify;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
-use std::thread::JoinHandle;
+use std::sync::mpsc::RecvTimeoutError;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::support::child::{spawn_reader, spawn_stderr, ChildGuard, Line};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tandem::app::sync::DeviceSync;
@@ -78,57 +77,6 @@ fn child_role() {
     if let Err(e) = runtime().block_on(child::run(&dir, cycle, seed)) {
         eprintln!("sync_crash child: {e}");
         std::process::exit(2);
-    }
-}
-
-/// What the stdout reader forwards.
-enum Line {
-    /// A line with its newline: the child reported it.
-    Complete(String),
-    /// Bytes cut off by the kill before their newline: not a report.
-    Partial,
-}
-
-fn spawn_reader(stdout: impl Read + Send + 'static) -> (Receiver<Line>, JoinHandle<()>) {
-    let (tx, rx) = mpsc::channel();
-    let handle = std::thread::spawn(move || {
-        let mut reader = BufReader::new(stdout);
-        loop {
-            let mut line = String::new();
-            match reader.read_line(&mut line) {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {
-                    let msg = match line.strip_suffix('\n') {
-                        Some(l) => Line::Complete(l.to_owned()),
-                        None => Line::Partial,
-                    };
-                    if tx.send(msg).is_err() {
-                        return;
-                    }
-                }
-            }
-        }
-    });
-    (rx, handle)
-}
-
-fn spawn_stderr(stderr: impl Read + Send + 'static) -> JoinHandle<String> {
-    std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = BufReader::new(stderr).read_to_string(&mut s);
-        s
-    })
-}
-
-/// Kills and reaps the child if the test bails out while it runs.
-struct ChildGuard(Option<Child>);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.0.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
     }
 }
 
