@@ -14,7 +14,7 @@
 //! |---|---|---|---|
 //! | `sync_100k_vs_floor` | append + pump A + pump B | JSONL append, parse back, plain rusqlite inserts (same PRAGMAs) | 1.5 |
 //! | `sync_100k_vs_automerge` | same | automerge list of maps, `save_incremental` → `load_incremental`, in memory | 0.1 |
-//! | `sync_100k_vs_yrs` | same | yrs `Y.Array` of maps, `encode_state_as_update_v1` → `apply_update`, in memory | 2.0 |
+//! | `sync_100k_vs_yrs` | same | yrs `Y.Array` of JSON maps, `encode_state_as_update_v1` → `apply_update`, in memory | 2.0 |
 //! | `bootstrap_checkpoint_vs_replay` | new device C: latest checkpoint + 1% tail | new device C: replay every op | 0.25 |
 //! | `push_pull_1k_at_1m_vs_at_10k` | 1k new ops pushed by A and pulled by B over 1M ops of history | the same over 10k ops of history | 1.5 |
 //!
@@ -289,10 +289,15 @@ fn sync_rows(suite: &mut Suite, p: &Params, names: &[&str], outputs: &Path) {
             )
         } else {
             let lib = name.trim_start_matches("sync_100k_vs_");
+            let shape = if *name == SYNC_YRS {
+                "Y.Array of JSON maps"
+            } else {
+                "list of maps"
+            };
             (
                 lib,
                 fmt_parts(&["append", "encode + apply"], &b_med[1..]),
-                format!("{lib}: in memory, {GROUP} messages per transaction"),
+                format!("{lib}: {shape} in memory, {GROUP} messages per transaction"),
             )
         };
         suite.push(Row::new(
