@@ -20,9 +20,10 @@
 //!
 //! The peer rows exist only with `--features bench-peers` (the suite says when they were
 //! skipped). Besides the rows, the report's `extra` records wire bytes per message (bytes
-//! written under the relay directory / n) next to yrs' and automerge's update bytes per
-//! message, and the peak resident memory (`VmHWM`) of a process that only receives the n
-//! messages as device B, for tandem and the peers.
+//! stored under the relay directory after a sync round / n: op segments, their indexes,
+//! manifests and roster) next to yrs' and automerge's update bytes per message, and the peak
+//! resident memory (`VmHWM`) of a process that only receives the n messages as device B, for
+//! tandem and the peers.
 //!
 //! Every side runs in its own worker process (see `support`). `TANDEM_BENCH_QUICK=1` shrinks
 //! every n under the same row names (the JSON records the real `n`);
@@ -268,6 +269,7 @@ fn sync_rows(suite: &mut Suite, p: &Params, names: &[&str], outputs: &Path) {
             for (worker, samples) in baselines.iter_mut().zip(&mut b_rounds) {
                 samples.push(worker.round());
             }
+            // The samples are kept per baseline above; this return value is not used.
             f64::NAN
         },
     );
