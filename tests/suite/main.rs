@@ -5,5 +5,6 @@ mod device_sync;
 mod disk_full;
 mod engine_invariants;
 mod lease;
+mod relay;
 mod store_conformance;
 mod support;

@@ -123,7 +123,7 @@ impl<'a> ChainFiles<'a> {
             (tip, self.read_raw(from.get(), n)?)
         } else {
             let before = from.get() - 1;
-            let mut ops = self.read_raw(before, n + 1)?;
+            let mut ops = self.read_raw(before, n.saturating_add(1))?;
             if ops.is_empty() {
                 return Ok(ops);
             }
@@ -398,7 +398,7 @@ impl HeldChain for HeldOnDisk<'_, '_> {
     }
 }
 
-/// One record: a JSON object on one line.
+/// One record: a JSON object on one line, exactly as serialized.
 fn decode(record: &[u8]) -> Result<OpRecord, String> {
     let Some((b'\n', body)) = record.split_last() else {
         return Err("the record does not end a line".into());
@@ -406,7 +406,14 @@ fn decode(record: &[u8]) -> Result<OpRecord, String> {
     if body.contains(&b'\n') {
         return Err("the record spans lines".into());
     }
-    serde_json::from_slice(body).map_err(|e| json_problem(&e))
+    let op: OpRecord = serde_json::from_slice(body).map_err(|e| json_problem(&e))?;
+    // Only the exact bytes written are accepted: an equivalent spelling (an upper-case UUID,
+    // say) is damage too, even though it would decode to the same op.
+    let canonical = serde_json::to_vec(&op).map_err(|e| json_problem(&e))?;
+    if canonical != body {
+        return Err("the record is not in the form it was written in".into());
+    }
+    Ok(op)
 }
 
 /// One index entry.

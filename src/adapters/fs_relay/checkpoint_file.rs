@@ -2,7 +2,7 @@
 //! more ops arrives. Read back as untrusted bytes: its id is re-checked on every read.
 
 use super::error::{corrupt, json_problem};
-use super::files::{read_small, write_atomic};
+use super::files::{read_checked, write_checked};
 use super::layout::Layout;
 use super::lock::FileLock;
 use crate::adapters::relay_core;
@@ -12,7 +12,7 @@ use crate::ports::RelayError;
 /// The stored checkpoint, if any, with its id verified.
 pub(crate) fn read(layout: &Layout) -> Result<Option<Checkpoint>, RelayError> {
     let path = layout.checkpoint_file();
-    let Some(bytes) = read_small(&path)? else {
+    let Some(bytes) = read_checked(&path)? else {
         return Ok(None);
     };
     let checkpoint: Checkpoint =
@@ -37,5 +37,5 @@ pub(crate) fn put(layout: &Layout, checkpoint: &Checkpoint) -> Result<(), RelayE
     }
     let path = layout.checkpoint_file();
     let bytes = serde_json::to_vec(checkpoint).map_err(|e| corrupt(&path, json_problem(&e)))?;
-    write_atomic(&path, &bytes)
+    write_checked(&path, &bytes)
 }

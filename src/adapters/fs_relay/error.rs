@@ -18,6 +18,9 @@ pub(crate) enum FsRelayError {
         /// The OS error.
         source: io::Error,
     },
+    /// The options given to open a new relay directory are out of range.
+    #[error("invalid relay options: {0}")]
+    Options(&'static str),
     /// A blocking task did not complete (panicked or was cancelled).
     #[error("relay task did not complete: {0}")]
     Task(String),

@@ -1,12 +1,17 @@
-//! Small-file helpers: atomic replacement (temp write, fsync, rename, fsync of the directory)
-//! and bounded reads that tell "absent" from "unreadable".
+//! Small-file helpers: atomic replacement (temp write, fsync, rename, fsync of the directory),
+//! bounded reads that tell "absent" from "unreadable", and digest-checked small files.
+//!
+//! A checked file is `<SHA-256 of the body, 64 lowercase hex>\n<body>`: any damage to a roster
+//! entry, manifest or checkpoint is caught on read, even one that would still parse.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Read, Write};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::error::io_err;
+use sha2::{Digest, Sha256};
+
+use super::error::{corrupt, io_err};
 use crate::ports::RelayError;
 
 /// Small files (roster entries, manifests, checkpoints) larger than this are refused as corrupt
@@ -58,9 +63,44 @@ pub(crate) fn read_small(path: &Path) -> Result<Option<Vec<u8>>, RelayError> {
         .read_to_end(&mut bytes)
         .map_err(io_err("read", path))?;
     if bytes.len() as u64 > MAX_SMALL_FILE {
-        return Err(super::error::corrupt(path, "file is too large"));
+        return Err(corrupt(path, "file is too large"));
     }
     Ok(Some(bytes))
+}
+
+/// Replaces `path` atomically with `body` and its digest (see the module docs).
+pub(crate) fn write_checked(path: &Path, body: &[u8]) -> Result<(), RelayError> {
+    let mut bytes = hex(&Sha256::digest(body)).into_bytes();
+    bytes.push(b'\n');
+    bytes.extend_from_slice(body);
+    write_atomic(path, &bytes)
+}
+
+/// Reads a checked file's body; `None` if the file does not exist, [`RelayError::Corrupt`]
+/// if its digest does not match.
+pub(crate) fn read_checked(path: &Path) -> Result<Option<Vec<u8>>, RelayError> {
+    let Some(mut bytes) = read_small(path)? else {
+        return Ok(None);
+    };
+    const DIGEST_LINE: usize = 65;
+    if bytes.len() < DIGEST_LINE || bytes[DIGEST_LINE - 1] != b'\n' {
+        return Err(corrupt(path, "missing digest line"));
+    }
+    let body = bytes.split_off(DIGEST_LINE);
+    if bytes[..DIGEST_LINE - 1] != *hex(&Sha256::digest(&body)).as_bytes() {
+        return Err(corrupt(path, "content does not match its digest"));
+    }
+    Ok(Some(body))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+    s
 }
 
 /// Creates `dir` (and its parents) if missing.

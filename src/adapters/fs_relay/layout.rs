@@ -14,6 +14,9 @@
 //! <dir>/chains/<device>/<first seq, 20 digits>.idx   fixed-width index: u64 BE end offsets
 //! ```
 //!
+//! The small files (`relay.json`, roster entries, manifests, the checkpoint) are digest-checked
+//! JSON (see the `files` module); segment lines are plain JSON, each op exactly as serialized.
+//!
 //! Segment `k` holds seqs `k * segment_ops ..= (k + 1) * segment_ops - 1`, so the segment and
 //! index slot of any seq are computed, never searched for.
 
@@ -23,8 +26,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::error::{corrupt, io_err, json_problem};
-use super::files::{ensure_dir, is_hidden, read_small, write_atomic};
+use super::error::{corrupt, io_err, json_problem, FsRelayError};
+use super::files::{ensure_dir, is_hidden, read_checked, write_checked};
 use super::lock::FileLock;
 use crate::domain::ids::DeviceId;
 use crate::ports::RelayError;
@@ -62,10 +65,13 @@ impl Layout {
         ensure_dir(&layout.chains_dir())?;
         let path = root.join("relay.json");
         let _lock = FileLock::exclusive(&root.join("relay.lock"))?;
-        let format = match read_small(&path)? {
+        let format = match read_checked(&path)? {
             Some(bytes) => serde_json::from_slice::<FormatFile>(&bytes)
                 .map_err(|e| corrupt(&path, json_problem(&e)))?,
             None => {
+                if !(1..=MAX_SEGMENT_OPS).contains(&segment_ops) {
+                    return Err(FsRelayError::Options("segment_ops must be 1 to 1048576").into());
+                }
                 let format = FormatFile {
                     format: FORMAT_NAME.to_owned(),
                     version: FORMAT_VERSION,
@@ -73,7 +79,7 @@ impl Layout {
                 };
                 let bytes =
                     serde_json::to_vec(&format).map_err(|e| corrupt(&path, json_problem(&e)))?;
-                write_atomic(&path, &bytes)?;
+                write_checked(&path, &bytes)?;
                 format
             }
         };

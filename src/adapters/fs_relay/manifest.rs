@@ -7,7 +7,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::error::{corrupt, json_problem};
-use super::files::{read_small, write_atomic};
+use super::files::{read_checked, write_checked};
 use crate::adapters::relay_core;
 use crate::domain::ids::{DeviceId, Seq};
 use crate::domain::oplog::ChainHead;
@@ -47,7 +47,7 @@ impl Manifest {
 
     /// Reads and checks the manifest at `path`; an absent file is an empty chain.
     pub(crate) fn read(path: &Path, device: DeviceId) -> Result<Self, RelayError> {
-        let Some(bytes) = read_small(path)? else {
+        let Some(bytes) = read_checked(path)? else {
             return Ok(Self::empty(device));
         };
         let manifest: Self =
@@ -59,7 +59,7 @@ impl Manifest {
     /// Replaces the manifest at `path` atomically.
     pub(crate) fn write(&self, path: &Path) -> Result<(), RelayError> {
         let bytes = serde_json::to_vec(self).map_err(|e| corrupt(path, json_problem(&e)))?;
-        write_atomic(path, &bytes)
+        write_checked(path, &bytes)
     }
 
     fn check(&self, device: DeviceId) -> Result<(), &'static str> {

@@ -13,17 +13,24 @@
 //!   directory). Bytes past the manifest's head are a torn tail from a crash: never served,
 //!   and truncated by the next push.
 //! - **Small files for the rest.** One roster file per device and one checkpoint file, each
-//!   replaced atomically, so concurrent acks of different devices never collide.
+//!   replaced atomically and carrying a digest of its content, so concurrent acks of
+//!   different devices never collide and any damage is caught on read.
 //! - **Locks.** Pushing and gc hold the chain's lock file exclusively, pulls hold it shared;
 //!   roster and checkpoint updates hold their own lock files ([`std::fs::File::lock`]).
 //! - **Untrusted bytes.** Everything read back is re-verified before it is served (op ids,
-//!   contiguous seqs, prev links, increasing stamps, the manifest's head); damage is reported
+//!   contiguous seqs, prev links, increasing stamps, the manifest's head), and each record
+//!   must be byte-identical to the op's own serialization; damage is reported
 //!   as [`RelayError::Corrupt`] or [`RelayError::Verify`], never served and never a panic.
 //!   Data that is merely missing (a segment shorter than the manifest says, as while a synced
 //!   folder catches up) ends the answer early instead: a verified prefix is served.
 //! - **gc in whole segments.** Only segments whose every op is covered are deleted, so a chain
 //!   may keep a few covered ops until its segment fills; [`RelayError::Compacted`] names the
 //!   first seq actually kept.
+//!
+//! Locks coordinate processes on one host. On a folder synced between machines there is no
+//! shared lock: each device writes only its own chain and roster entry, so that is safe, but
+//! gc rewrites other devices' chains, so run gc from one device only; concurrent checkpoint
+//! puts from two machines leave one of the (verified) checkpoints.
 //!
 //! Every call runs on tokio's blocking pool; [`FsRelay::open`] itself blocks briefly.
 
@@ -222,4 +229,37 @@ mod tests {
     }
 
     crate::relay_conformance_tests!(conformance, temp_relay);
+
+    #[tokio::test]
+    async fn the_directory_keeps_its_chains_and_segment_size_across_opens() {
+        use crate::ports::conformance::relay::{chain, device};
+        use crate::ports::{PullCursors, Relay};
+        let relay = temp_relay();
+        let a = device(1);
+        let ops = chain(a, 5, 1_000);
+        relay.register(a, 1).await.expect("register");
+        relay.push(a, &ops, 1).await.expect("push");
+        let again =
+            FsRelay::open_with(relay.dir(), FsRelayOptions { segment_ops: 64 }).expect("reopen");
+        assert_eq!(again.segment_ops(), 2, "the recorded segment size wins");
+        let batch = again
+            .pull(a, &PullCursors::new(), 10, 2)
+            .await
+            .expect("pull");
+        assert_eq!(batch.ops.get(&a), Some(&ops));
+        assert_eq!(again.roster().await.expect("roster").len(), 1);
+        let more = chain(a, 6, 1_000);
+        assert_eq!(again.push(a, &more, 3).await.expect("push").accepted, 1);
+        assert!(FsRelay::open_with(relay.dir(), FsRelayOptions { segment_ops: 0 }).is_ok());
+        let fresh = tempfile::tempdir().expect("temp dir");
+        assert!(matches!(
+            FsRelay::open_with(fresh.path(), FsRelayOptions { segment_ops: 0 }),
+            Err(crate::ports::RelayError::Backend(_))
+        ));
+        assert!(
+            !fresh.path().join("relay.json").exists(),
+            "refused options left a format file"
+        );
+        assert!(FsRelay::open(fresh.path()).is_ok());
+    }
 }

@@ -208,7 +208,7 @@ impl Inner {
         if cut.seq.get() < first || cut.seq > head.seq {
             return Ok(None);
         }
-        let after_cut = cut.seq.get() + 1;
+        let after_cut = cut.seq.get().saturating_add(1);
         let first_kept = after_cut - after_cut % self.segment_ops;
         if first_kept <= first {
             return Ok(None);

@@ -2,7 +2,7 @@
 //! at the same time never rewrite each other's entries and readers need no lock.
 
 use super::error::{corrupt, json_problem};
-use super::files::{read_small, write_atomic};
+use super::files::{read_checked, write_checked};
 use super::layout::{devices_in, Layout};
 use super::lock::FileLock;
 use crate::domain::ids::DeviceId;
@@ -11,7 +11,7 @@ use crate::ports::{RelayError, RosterEntry};
 /// Reads `device`'s entry; `None` if it never registered.
 pub(crate) fn read(layout: &Layout, device: DeviceId) -> Result<Option<RosterEntry>, RelayError> {
     let path = layout.roster_file(device);
-    let Some(bytes) = read_small(&path)? else {
+    let Some(bytes) = read_checked(&path)? else {
         return Ok(None);
     };
     let entry: RosterEntry =
@@ -60,5 +60,5 @@ pub(crate) fn update(
     }
     let path = layout.roster_file(device);
     let bytes = serde_json::to_vec(&next).map_err(|e| corrupt(&path, json_problem(&e)))?;
-    write_atomic(&path, &bytes)
+    write_checked(&path, &bytes)
 }

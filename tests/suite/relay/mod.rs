@@ -1,0 +1,9 @@
+//! The relay adapters beyond the conformance suite: tampered and torn files, refused pushes
+//! that must leave the directory untouched, two processes sharing one directory, and read cost.
+
+mod concurrent;
+mod cost;
+mod refusals;
+mod support;
+mod tamper;
+mod torn_tail;
