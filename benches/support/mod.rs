@@ -214,6 +214,7 @@ pub struct Suite {
     started: Instant,
     only: Option<Vec<String>>,
     rows: Vec<Row>,
+    extra: serde_json::Map<String, serde_json::Value>,
 }
 
 #[derive(Serialize)]
@@ -223,6 +224,9 @@ struct Report<'a> {
     /// False when built without optimisations (e.g. by `cargo test`): figures then mean little.
     optimized: bool,
     rows: &'a [Row],
+    /// Figures that are not ratios (sizes, memory), keyed by name; absent when none.
+    #[serde(skip_serializing_if = "serde_json::Map::is_empty")]
+    extra: &'a serde_json::Map<String, serde_json::Value>,
 }
 
 impl Suite {
@@ -237,6 +241,7 @@ impl Suite {
                 .filter(|v| !v.trim().is_empty())
                 .map(|v| v.split(',').map(|s| s.trim().to_owned()).collect()),
             rows: Vec::new(),
+            extra: serde_json::Map::new(),
         };
         if cfg!(debug_assertions) {
             suite.progress("warning: unoptimised build; run `cargo bench` for meaningful figures");
@@ -294,6 +299,13 @@ impl Suite {
         self.rows.push(row);
     }
 
+    /// Records a figure that is not a ratio (a size, a peak memory) under `key`: printed after
+    /// the table and written as `extra.<key>` in the JSON report.
+    pub fn extra(&mut self, key: &str, value: serde_json::Value) {
+        self.progress(&format!("{key}: {value}"));
+        self.extra.insert(key.to_owned(), value);
+    }
+
     /// The rows recorded so far.
     pub fn rows(&self) -> &[Row] {
         &self.rows
@@ -303,6 +315,9 @@ impl Suite {
     /// `None` if it could not be written (reported on stderr; the process still exits 0).
     pub fn finish(self) -> Option<PathBuf> {
         println!("{}", self.table());
+        for (key, value) in &self.extra {
+            println!("{key}: {value}");
+        }
         let met = self.rows.iter().filter(|r| r.met).count();
         println!(
             "suite {}: {met}/{} rows meet their goal ({} run, {:.1}s)",
@@ -397,6 +412,7 @@ impl Suite {
             quick: self.quick,
             optimized: !cfg!(debug_assertions),
             rows: &self.rows,
+            extra: &self.extra,
         };
         let json = serde_json::to_string_pretty(&report).map_err(std::io::Error::other)?;
         std::fs::write(&path, json + "\n")?;
