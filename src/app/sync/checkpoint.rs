@@ -6,7 +6,7 @@ use std::sync::Arc;
 use crate::domain::oplog::{seal_checkpoint, Checkpoint, CheckpointId, Frontier, Scope, State};
 use crate::ports::{Journal, JournalError};
 
-use super::replay::{blocking, fold_range, rebuild, Opener};
+use super::replay::{blocking, fold_range, fold_tail, Opener};
 use super::{DeviceSync, SyncError};
 
 impl DeviceSync {
@@ -76,13 +76,17 @@ impl DeviceSync {
         let rebuilt = blocking(move || {
             let mut opener = Opener::new(keys);
             // Opening checks the state against the checkpoint's hash before anything changes.
-            opener.checkpoint_state(&checkpoint, plaintext_ok)?;
+            let state = opener.checkpoint_state(&checkpoint, plaintext_ok)?;
             match journal.install_base(&checkpoint) {
                 Ok(()) => {}
                 Err(JournalError::BaseRegression { .. }) => return Ok(None),
                 Err(e) => return Err(e.into()),
             }
-            rebuild(journal.as_ref(), &mut opener).map(Some)
+            // The installed base is this checkpoint: fold the tail onto the state just opened
+            // instead of reading and decoding the base again.
+            let (state, frontier) =
+                fold_tail(journal.as_ref(), &mut opener, state, checkpoint.frontier())?;
+            Ok(Some((state, frontier, Some(checkpoint.id()))))
         })
         .await?;
         let Some((state, frontier, base)) = rebuilt else {

@@ -100,8 +100,7 @@ pub(super) fn rebuild(
     opener: &mut Opener,
 ) -> Result<(State, Frontier, Option<CheckpointId>), SyncError> {
     let base = journal.base_checkpoint()?;
-    let frontier = journal.frontier()?;
-    let (mut state, base_frontier, base_id) = match &base {
+    let (state, base_frontier, base_id) = match &base {
         // The base was verified when it was installed; plaintext bases are accepted because
         // the device accepted them then.
         Some(cp) => (
@@ -111,11 +110,24 @@ pub(super) fn rebuild(
         ),
         None => (State::new(), Frontier::new(), None),
     };
+    let (state, frontier) = fold_tail(journal, opener, state, &base_frontier)?;
+    Ok((state, frontier, base_id))
+}
+
+/// Folds every journaled op after `base_frontier` into `state` (the base's opened state),
+/// returning it with the journal's frontier. [`rebuild`] without decoding the base again.
+pub(super) fn fold_tail(
+    journal: &dyn Journal,
+    opener: &mut Opener,
+    mut state: State,
+    base_frontier: &Frontier,
+) -> Result<(State, Frontier), SyncError> {
+    let frontier = journal.frontier()?;
     for (device, head) in frontier.iter() {
         let from = base_frontier.tip(*device).next_seq();
         fold_range(journal, opener, &mut state, *device, from, head.seq)?;
     }
-    Ok((state, frontier, base_id))
+    Ok((state, frontier))
 }
 
 /// Folds a chain's journaled ops with `from <= seq <= to` into `state`.
