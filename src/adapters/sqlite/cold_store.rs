@@ -13,8 +13,8 @@
 //! runtime.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::path::Path;
+use std::sync::MutexGuard;
 
 use rusqlite::{Connection, OptionalExtension};
 
@@ -22,10 +22,10 @@ use crate::domain::backoff::RetryClass;
 use crate::domain::{Message, MessageId, Repository, RepositoryId, Session, SessionId};
 use crate::ports::{MetadataError, SessionMetadataProvider, StoreError};
 
-use super::connection::{open_file, open_memory, SqliteOptions};
+use super::connection::SqliteOptions;
 use super::error::map_sqlite;
+use super::handle::DbHandle;
 use super::rows::{self, message_columns, repository_columns, session_columns};
-use super::schema::migrate;
 
 const SELECT_MESSAGE: &str = concat!(
     "SELECT ",
@@ -49,14 +49,13 @@ const MESSAGES_PER_QUERY: usize = 500;
 
 /// The cold path's bookkeeping store. See the module docs.
 pub struct SqliteColdStore {
-    conn: Mutex<Connection>,
-    path: Option<PathBuf>,
+    db: DbHandle,
 }
 
 impl std::fmt::Debug for SqliteColdStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SqliteColdStore")
-            .field("path", &self.path)
+            .field("path", &self.db.path())
             .finish_non_exhaustive()
     }
 }
@@ -66,28 +65,22 @@ impl SqliteColdStore {
     /// connection and asserted PRAGMAs.
     pub fn open(path: impl AsRef<Path>, options: SqliteOptions) -> Result<Self, StoreError> {
         let path = path.as_ref();
-        let mut conn = open_file(path, &options)?;
-        migrate(&mut conn)?;
         Ok(Self {
-            conn: Mutex::new(conn),
-            path: Some(path.to_owned()),
+            db: DbHandle::open(path, &options)?,
         })
     }
 
     /// A private in-memory database with the full schema. **Tests only**: it shares nothing
     /// with any engine, so message and metadata reads find nothing.
     pub fn open_in_memory() -> Result<Self, StoreError> {
-        let mut conn = open_memory(&SqliteOptions::default())?;
-        migrate(&mut conn)?;
         Ok(Self {
-            conn: Mutex::new(conn),
-            path: None,
+            db: DbHandle::open_in_memory(&SqliteOptions::default())?,
         })
     }
 
     /// The database file, or `None` in memory.
     pub fn path(&self) -> Option<&Path> {
-        self.path.as_deref()
+        self.db.path()
     }
 
     /// One message by id (its content is plaintext: seal it, never log it).
@@ -125,8 +118,7 @@ impl SqliteColdStore {
     }
 
     pub(super) fn conn(&self) -> MutexGuard<'_, Connection> {
-        // An open transaction rolls back on drop, so a poisoned lock is safe to keep using.
-        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+        self.db.lock()
     }
 
     fn read_one<T>(

@@ -10,6 +10,7 @@ mod cold_keys;
 mod cold_store;
 mod connection;
 mod error;
+mod handle;
 mod lease;
 mod oplog;
 mod oplog_rows;

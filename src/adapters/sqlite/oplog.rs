@@ -11,8 +11,8 @@
 //! committed state from which the next pump resumes.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::path::Path;
+use std::sync::MutexGuard;
 
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 
@@ -20,13 +20,13 @@ use crate::domain::ids::{DeviceId, Seq};
 use crate::domain::oplog::{ChainHead, Checkpoint, Frontier, OpId, OpRecord};
 use crate::ports::{Journal, JournalCommit, JournalError, StoreError};
 
-use super::connection::{open_file, open_memory, SqliteOptions};
+use super::connection::SqliteOptions;
 use super::error::map_sqlite;
+use super::handle::DbHandle;
 use super::oplog_rows::{
     checkpoint_from_sql, checkpoint_to_sql, head_from_row, op_from_sql, op_to_sql, seq_from_sql,
     seq_to_sql, HeadRow,
 };
-use super::schema::migrate;
 use super::SqliteStore;
 
 const SELECT_HEADS: &str = "SELECT device, seq, op_id, hlc_wall_ms, hlc_counter FROM oplog_heads";
@@ -54,14 +54,13 @@ const UPSERT_BASE: &str =
 
 /// The SQLite-backed journal. See the module docs.
 pub struct SqliteJournal {
-    conn: Mutex<Connection>,
-    path: Option<PathBuf>,
+    db: DbHandle,
 }
 
 impl std::fmt::Debug for SqliteJournal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SqliteJournal")
-            .field("path", &self.path)
+            .field("path", &self.db.path())
             .finish_non_exhaustive()
     }
 }
@@ -71,11 +70,8 @@ impl SqliteJournal {
     /// pending migrations. Use the store's file to keep everything in one database.
     pub fn open(path: impl AsRef<Path>, options: SqliteOptions) -> Result<Self, JournalError> {
         let path = path.as_ref();
-        let mut conn = open_file(path, &options)?;
-        migrate(&mut conn)?;
         Ok(Self {
-            conn: Mutex::new(conn),
-            path: Some(path.to_owned()),
+            db: DbHandle::open(path, &options)?,
         })
     }
 
@@ -91,22 +87,18 @@ impl SqliteJournal {
     /// Opens a private in-memory journal. **Test and development only**: nothing survives the
     /// process.
     pub fn open_in_memory(options: SqliteOptions) -> Result<Self, JournalError> {
-        let mut conn = open_memory(&options)?;
-        migrate(&mut conn)?;
         Ok(Self {
-            conn: Mutex::new(conn),
-            path: None,
+            db: DbHandle::open_in_memory(&options)?,
         })
     }
 
     /// The database file, or `None` in memory.
     pub fn path(&self) -> Option<&Path> {
-        self.path.as_deref()
+        self.db.path()
     }
 
     fn conn(&self) -> MutexGuard<'_, Connection> {
-        // An open transaction rolls back on drop, so a poisoned lock is safe to keep using.
-        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+        self.db.lock()
     }
 
     fn write<T>(
