@@ -1,5 +1,7 @@
-//! One device's chain on disk: fixed-size, append-only segments of one-op-per-line JSON, each
-//! with a fixed-width index of record end offsets (u64, big-endian).
+//! One device's chain on disk: fixed-size, append-only segments of ops in their compact
+//! binary form ([`crate::domain::oplog::op_codec`]), each with a fixed-width index of record end
+//! offsets (u64, big-endian). Segments written by format-1 relays hold one JSON op per line
+//! instead; they are still read.
 //!
 //! Locating seq `s` is arithmetic: segment `s / segment_ops`, index slot `s % segment_ops`;
 //! so reading `n` ops costs `n` index entries and `n` records, whatever the history length.
@@ -8,11 +10,11 @@
 //! replace the manifest: bytes past the manifest's head are a torn tail. Readers never look
 //! past the head; the next writer (holding the chain lock exclusively) truncates the tail away.
 //!
-//! Everything read back is untrusted: offsets must increase, each record must be one line of
-//! JSON, and [`ChainFiles::read_verified`] re-runs chain verification (ids, seqs, prev links,
-//! stamps) from the op before the window, or the compaction base. Data that is missing (a
-//! segment or index shorter than the head says, as while a synced folder catches up) ends the
-//! answer early: only a verified prefix is served.
+//! Everything read back is untrusted: offsets must increase, each record must decode in its
+//! one accepted form, and [`ChainFiles::read_verified`] re-runs chain verification (ids, seqs,
+//! prev links, stamps) from the op before the window, or the compaction base. Data that is
+//! missing (a segment or index shorter than the head says, as while a synced folder catches
+//! up) ends the answer early: only a verified prefix is served.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
@@ -24,7 +26,9 @@ use super::files::{ensure_dir, is_hidden, sync_dir};
 use super::manifest::Manifest;
 use crate::adapters::relay_core::{self, HeldChain};
 use crate::domain::ids::{DeviceId, Seq};
-use crate::domain::oplog::{verify_chain, ChainHead, ChainTip, OpRecord, VerifyError};
+use crate::domain::oplog::{
+    decode_op, encode_op_into, verify_chain, ChainHead, ChainTip, OpRecord, VerifyError, OP_FORMAT,
+};
 use crate::ports::RelayError;
 
 /// Width of one index entry.
@@ -352,15 +356,13 @@ impl<'a> ChainFiles<'a> {
             log.set_len(log_end)
                 .map_err(io_err("truncate torn tail of", &log_path))?;
         }
-        let mut lines = Vec::new();
+        let mut records = Vec::with_capacity(chunk.len() * 448);
         let mut ends = Vec::with_capacity(chunk.len() * ENTRY as usize);
         for op in chunk {
-            serde_json::to_writer(&mut lines, op)
-                .map_err(|e| corrupt(&log_path, json_problem(&e)))?;
-            lines.push(b'\n');
-            ends.extend_from_slice(&(log_end + lines.len() as u64).to_be_bytes());
+            encode_op_into(op, &mut records);
+            ends.extend_from_slice(&(log_end + records.len() as u64).to_be_bytes());
         }
-        write_at(&mut log, log_end, &lines, &log_path)?;
+        write_at(&mut log, log_end, &records, &log_path)?;
         write_at(&mut idx, committed * ENTRY, &ends, &idx_path)
     }
 
@@ -398,8 +400,18 @@ impl HeldChain for HeldOnDisk<'_, '_> {
     }
 }
 
-/// One record: a JSON object on one line, exactly as serialized.
+/// One record: an op in its binary form, or (format 1) a JSON object on one line; either
+/// exactly as written.
 fn decode(record: &[u8]) -> Result<OpRecord, String> {
+    match record.first() {
+        Some(&OP_FORMAT) => decode_op(record).map_err(|e| e.to_string()),
+        Some(b'{') => decode_json_line(record),
+        Some(_) => Err("unknown record format".into()),
+        None => Err("empty record".into()),
+    }
+}
+
+fn decode_json_line(record: &[u8]) -> Result<OpRecord, String> {
     let Some((b'\n', body)) = record.split_last() else {
         return Err("the record does not end a line".into());
     };

@@ -2,7 +2,7 @@
 //! size for every process sharing it.
 //!
 //! ```text
-//! <dir>/relay.json                 format: {"format":"tandem-fs-relay","version":1,"segment_ops":N}
+//! <dir>/relay.json                 format: {"format":"tandem-fs-relay","version":2,"segment_ops":N}
 //! <dir>/relay.lock                 serialises creation of relay.json
 //! <dir>/roster/<device>.json       one roster entry per device (atomically replaced)
 //! <dir>/roster.lock                serialises roster read-modify-writes
@@ -10,12 +10,17 @@
 //! <dir>/checkpoint.lock            serialises checkpoint puts
 //! <dir>/chains/<device>/lock       the chain's lock: exclusive to push or gc, shared to read
 //! <dir>/chains/<device>/manifest.json   compaction base and head: the commit point
-//! <dir>/chains/<device>/<first seq, 20 digits>.log   append-only segment: one op per line
+//! <dir>/chains/<device>/<first seq, 20 digits>.log   append-only segment: binary op records
 //! <dir>/chains/<device>/<first seq, 20 digits>.idx   fixed-width index: u64 BE end offsets
 //! ```
 //!
 //! The small files (`relay.json`, roster entries, manifests, the checkpoint) are digest-checked
-//! JSON (see the `files` module); segment lines are plain JSON, each op exactly as serialized.
+//! JSON (see the `files` module); segment records are ops in their binary form
+//! ([`crate::domain::oplog::op_codec`]), each exactly as encoded.
+//!
+//! Version 1 wrote segment records as JSON lines. A version-1 directory is upgraded in place
+//! when opened: its `relay.json` is rewritten as version 2 (so older builds refuse it instead
+//! of misreading binary records), and its JSON records are still read.
 //!
 //! Segment `k` holds seqs `k * segment_ops ..= (k + 1) * segment_ops - 1`, so the segment and
 //! index slot of any seq are computed, never searched for.
@@ -34,8 +39,10 @@ use crate::ports::RelayError;
 
 /// The format name written into `relay.json`.
 const FORMAT_NAME: &str = "tandem-fs-relay";
-/// The on-disk format version this code reads and writes.
-const FORMAT_VERSION: u32 = 1;
+/// The on-disk format version this code writes.
+const FORMAT_VERSION: u32 = 2;
+/// The older version this code reads (and upgrades when opened).
+const FORMAT_VERSION_JSON_RECORDS: u32 = 1;
 /// The largest segment size accepted from a format file.
 pub(crate) const MAX_SEGMENT_OPS: u64 = 1 << 20;
 
@@ -83,11 +90,23 @@ impl Layout {
                 format
             }
         };
-        if format.format != FORMAT_NAME || format.version != FORMAT_VERSION {
+        let known = [FORMAT_VERSION, FORMAT_VERSION_JSON_RECORDS];
+        if format.format != FORMAT_NAME || !known.contains(&format.version) {
             return Err(corrupt(&path, "not a supported relay format"));
         }
         if !(1..=MAX_SEGMENT_OPS).contains(&format.segment_ops) {
             return Err(corrupt(&path, "segment size out of range"));
+        }
+        if format.version == FORMAT_VERSION_JSON_RECORDS {
+            let upgraded = FormatFile {
+                version: FORMAT_VERSION,
+                ..format
+            };
+            let bytes =
+                serde_json::to_vec(&upgraded).map_err(|e| corrupt(&path, json_problem(&e)))?;
+            write_checked(&path, &bytes)?;
+            tracing::info!(relay = %root.display(), "upgraded the relay directory to format 2");
+            return Ok((layout, upgraded.segment_ops));
         }
         Ok((layout, format.segment_ops))
     }

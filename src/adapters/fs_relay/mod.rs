@@ -3,8 +3,9 @@
 //! Two daemons on one host, or two machines sharing a synced folder, exchange their chains
 //! through one directory (the layout is described in the `layout` module):
 //!
-//! - **Per-device append-only chains.** Each device's ops go into fixed-size segments, one op
-//!   per line, with a fixed-width index of end offsets beside each segment. The seq of an op
+//! - **Per-device append-only chains.** Each device's ops go into fixed-size segments of
+//!   binary op records ([`crate::domain::oplog::op_codec`]), with a fixed-width index of end
+//!   offsets beside each segment. The seq of an op
 //!   gives its segment and index slot by arithmetic, so a push reads the stored head (one
 //!   record) and writes only the new ops, and a pull reads only the ops it returns plus the one
 //!   before them: both cost what is new, not what the history holds.
@@ -261,5 +262,50 @@ mod tests {
             "refused options left a format file"
         );
         assert!(FsRelay::open(fresh.path()).is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_format_1_directory_is_read_upgraded_and_written_on() {
+        use std::io::Write as _;
+
+        use super::files::{read_checked, write_checked};
+        use crate::ports::conformance::relay::{chain, device};
+        use crate::ports::{PullCursors, Relay};
+        let relay = temp_relay();
+        let a = device(1);
+        let ops = chain(a, 6, 1_000);
+        relay.register(a, 1).await.expect("register");
+        relay.push(a, &ops[..3], 1).await.expect("push");
+        // Rewrite the directory as a format-1 relay left it: JSON-line records.
+        let chain_dir = relay.dir().join("chains").join(a.to_string());
+        for (first, slice) in [(0u64, &ops[..2]), (2, &ops[2..3])] {
+            let (mut log, mut ends) = (Vec::new(), Vec::new());
+            for op in slice {
+                serde_json::to_writer(&mut log, op).expect("json");
+                log.push(b'\n');
+                ends.extend_from_slice(&(log.len() as u64).to_be_bytes());
+            }
+            std::fs::write(chain_dir.join(format!("{first:020}.log")), &log).expect("log");
+            std::fs::File::create(chain_dir.join(format!("{first:020}.idx")))
+                .and_then(|mut f| f.write_all(&ends))
+                .expect("idx");
+        }
+        let format = relay.dir().join("relay.json");
+        let v1 = br#"{"format":"tandem-fs-relay","version":1,"segment_ops":2}"#;
+        write_checked(&format, v1).expect("format file");
+
+        let again = FsRelay::open(relay.dir()).expect("reopen");
+        let body = read_checked(&format).expect("read").expect("present");
+        assert!(String::from_utf8(body).unwrap().contains(r#""version":2"#));
+        // Old records are served; new ones are appended in binary after them.
+        assert_eq!(again.push(a, &ops, 2).await.expect("push").accepted, 3);
+        let batch = again
+            .pull(a, &PullCursors::new(), 10, 3)
+            .await
+            .expect("pull");
+        assert_eq!(batch.ops.get(&a), Some(&ops));
+        let second = std::fs::read(chain_dir.join(format!("{:020}.log", 2))).expect("segment");
+        assert_eq!(second.first(), Some(&b'{'));
+        assert!(second.contains(&crate::domain::oplog::OP_FORMAT));
     }
 }

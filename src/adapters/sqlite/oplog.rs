@@ -1,7 +1,8 @@
 //! [`SqliteJournal`]: the device-sync [`Journal`] in the local SQLite database.
 //!
 //! The journal lives in the same database file as the [`SqliteStore`](super::SqliteStore)
-//! (schema migration 2: `oplog_ops`, `oplog_heads`, `oplog_push_cursors`, `oplog_base`) on a
+//! (schema migrations 2 and 5: `oplog_ops`, `oplog_heads`, `oplog_push_cursors`, `oplog_base`;
+//! ops in their compact binary form, see [`crate::domain::oplog::op_codec`]) on a
 //! connection of its own, so sync work never queues behind the session engine's writer lock;
 //! SQLite's WAL serialises the two writers. The device id is the store's own `meta` row, so
 //! the engine and device sync agree on who this device is.
@@ -24,8 +25,8 @@ use super::connection::SqliteOptions;
 use super::error::map_sqlite;
 use super::handle::DbHandle;
 use super::oplog_rows::{
-    checkpoint_from_sql, checkpoint_to_sql, head_from_row, op_from_sql, op_to_sql, seq_from_sql,
-    seq_to_sql, HeadRow,
+    checkpoint_from_sql, checkpoint_to_sql, head_from_row, op_from_sql, op_id_from_sql, op_to_sql,
+    seq_from_sql, seq_to_sql, HeadRow,
 };
 use super::SqliteStore;
 
@@ -35,9 +36,8 @@ const SELECT_HEAD: &str =
 const UPSERT_HEAD: &str = "INSERT INTO oplog_heads (device, seq, op_id, hlc_wall_ms, hlc_counter) \
      VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (device) DO UPDATE SET seq = excluded.seq, \
      op_id = excluded.op_id, hlc_wall_ms = excluded.hlc_wall_ms, hlc_counter = excluded.hlc_counter";
-const SELECT_OP_ID_AT: &str = "SELECT op_id FROM oplog_ops WHERE device = ?1 AND seq = ?2";
-const INSERT_OP: &str =
-    "INSERT INTO oplog_ops (device, seq, op_id, record) VALUES (?1, ?2, ?3, ?4)";
+const SELECT_RECORD_AT: &str = "SELECT record FROM oplog_ops WHERE device = ?1 AND seq = ?2";
+const INSERT_OP: &str = "INSERT INTO oplog_ops (device, seq, record) VALUES (?1, ?2, ?3)";
 const SELECT_OPS_FROM: &str =
     "SELECT record FROM oplog_ops WHERE device = ?1 AND seq >= ?2 ORDER BY seq LIMIT ?3";
 const DELETE_OPS_UP_TO: &str = "DELETE FROM oplog_ops WHERE device = ?1 AND seq <= ?2";
@@ -150,17 +150,12 @@ fn put_head(conn: &Connection, device: DeviceId, head: &ChainHead) -> Result<(),
 
 fn op_id_at(conn: &Connection, device: DeviceId, seq: Seq) -> Result<Option<OpId>, JournalError> {
     let seq = seq_to_sql(seq)?;
-    let held: Option<String> = conn
-        .prepare_cached(SELECT_OP_ID_AT)
-        .and_then(|mut s| {
-            s.query_row(params![device.to_string(), seq], |r| r.get(0))
-                .optional()
-        })
-        .map_err(sql)?;
-    held.map(|id| {
-        OpId::parse(&id).map_err(|_| JournalError::Store(StoreError::Decode("stored op id".into())))
-    })
-    .transpose()
+    let mut stmt = conn.prepare_cached(SELECT_RECORD_AT).map_err(sql)?;
+    let mut rows = stmt.query(params![device.to_string(), seq]).map_err(sql)?;
+    match rows.next().map_err(sql)? {
+        Some(row) => Ok(Some(op_id_from_sql(row.get_ref(0).map_err(sql)?)?)),
+        None => Ok(None),
+    }
 }
 
 fn base_of(conn: &Connection) -> Result<Option<Checkpoint>, JournalError> {
@@ -186,6 +181,9 @@ fn commit_chain(
 ) -> Result<(), JournalError> {
     let mut head = head_of(tx, device)?;
     let mut moved = false;
+    let device_text = device.to_string();
+    let mut record = Vec::with_capacity(512);
+    let mut insert = tx.prepare_cached(INSERT_OP).map_err(sql)?;
     for op in ops {
         let next = head.map_or(Seq::ZERO, |h| h.seq.next());
         if op.seq() < next {
@@ -227,12 +225,10 @@ fn commit_chain(
                 seq: op.seq(),
             });
         }
-        let (seq, record) = (seq_to_sql(op.seq())?, op_to_sql(op)?);
-        exec(
-            tx,
-            INSERT_OP,
-            params![device.to_string(), seq, op.op_id().to_string(), record],
-        )?;
+        op_to_sql(op, &mut record);
+        insert
+            .execute(params![device_text, seq_to_sql(op.seq())?, record])
+            .map_err(sql)?;
         head = Some(ChainHead::of(op));
         moved = true;
         counts.inserted += 1;
@@ -309,8 +305,7 @@ impl Journal for SqliteJournal {
             .map_err(sql)?;
         let mut out = Vec::new();
         while let Some(row) = rows.next().map_err(sql)? {
-            let text: String = row.get(0).map_err(sql)?;
-            out.push(op_from_sql(&text)?);
+            out.push(op_from_sql(row.get_ref(0).map_err(sql)?)?);
         }
         Ok(out)
     }
@@ -397,5 +392,84 @@ impl Journal for SqliteJournal {
             exec(tx, UPSERT_BASE, params![id, frontier, hash, state])?;
             Ok(())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::params;
+    use serde_json::json;
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::adapters::sqlite::connection::open_file;
+    use crate::adapters::sqlite::schema::migrate_to;
+    use crate::domain::oplog::{OpAuthor, OpPayload, Scope, Surface};
+
+    fn chain(n: u64) -> Vec<OpRecord> {
+        let device = DeviceId::from_uuid(Uuid::from_u128(0xA)).unwrap();
+        let mut author = OpAuthor::new(device);
+        (0..n)
+            .map(|i| {
+                let payload = OpPayload::Plain(json!({"i": i, "text": "legacy row"}));
+                author
+                    .append(1_000 + i, Scope::Personal, Surface::Run, payload)
+                    .unwrap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn version_2_json_rows_survive_the_move_to_binary_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        let ops = chain(5);
+        {
+            // The database as a version-4 build left it: ops as JSON text with their id.
+            let mut conn = open_file(&path, &SqliteOptions::default()).unwrap();
+            migrate_to(&mut conn, 4).unwrap();
+            for op in &ops[..3] {
+                conn.execute(
+                    "INSERT INTO oplog_ops (device, seq, op_id, record) VALUES (?1, ?2, ?3, ?4)",
+                    params![
+                        op.device().to_string(),
+                        seq_to_sql(op.seq()).unwrap(),
+                        op.op_id().to_string(),
+                        serde_json::to_string(op).unwrap()
+                    ],
+                )
+                .unwrap();
+            }
+            put_head(&conn, ops[0].device(), &ChainHead::of(&ops[2])).unwrap();
+        }
+        let journal = SqliteJournal::open(&path, SqliteOptions::default()).unwrap();
+        let device = ops[0].device();
+        assert_eq!(journal.ops_from(device, Seq::ZERO, 10).unwrap(), &ops[..3]);
+        // A re-delivered legacy op is a duplicate; a different op at its seq is a fork.
+        let counts = journal.commit(&ops).unwrap();
+        assert_eq!((counts.duplicates, counts.inserted), (3, 2));
+        assert_eq!(journal.ops_from(device, Seq::ZERO, 10).unwrap(), ops);
+        let forged = OpRecord::new(
+            ops[1].hlc(),
+            Seq::new(1),
+            Some(ops[0].op_id()),
+            Scope::Personal,
+            Surface::Run,
+            OpPayload::Plain(json!("other")),
+        )
+        .unwrap();
+        assert!(matches!(
+            journal.commit(&[forged]),
+            Err(JournalError::Fork { held, .. }) if held == ops[1].op_id()
+        ));
+        let kinds: Vec<String> = journal
+            .conn()
+            .prepare("SELECT typeof(record) FROM oplog_ops ORDER BY seq")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(kinds, ["text", "text", "text", "blob", "blob"]);
     }
 }

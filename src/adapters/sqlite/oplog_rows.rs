@@ -3,10 +3,14 @@
 
 use std::str::FromStr;
 
+use rusqlite::types::ValueRef;
 use rusqlite::Row;
 
 use crate::domain::ids::{DeviceId, Seq};
-use crate::domain::oplog::{ChainHead, Checkpoint, CheckpointId, Frontier, Hlc, OpId, OpRecord};
+use crate::domain::oplog::{
+    claimed_op_id, decode_op, encode_op_into, ChainHead, Checkpoint, CheckpointId, Frontier, Hlc,
+    OpId, OpRecord,
+};
 use crate::ports::StoreError;
 
 use super::error::map_sqlite;
@@ -32,14 +36,32 @@ fn parse<T: FromStr>(text: &str, what: &str) -> Result<T, StoreError> {
         .map_err(|_| StoreError::Decode(format!("stored {what} is invalid")))
 }
 
-/// An op as stored: its JSON wire form.
-pub(super) fn op_to_sql(op: &OpRecord) -> Result<String, StoreError> {
-    serde_json::to_string(op).map_err(|e| StoreError::Backend(Box::new(e)))
+/// An op as stored: its binary form, appended to `buf` (cleared first).
+pub(super) fn op_to_sql(op: &OpRecord, buf: &mut Vec<u8>) {
+    buf.clear();
+    encode_op_into(op, buf);
 }
 
-/// A stored op. Its content is not re-verified here.
-pub(super) fn op_from_sql(text: &str) -> Result<OpRecord, StoreError> {
-    serde_json::from_str(text).map_err(|_| StoreError::Decode("stored op is invalid".into()))
+/// A stored op: binary, or JSON text in rows written before schema version 5. Its content is
+/// not re-verified here.
+pub(super) fn op_from_sql(value: ValueRef<'_>) -> Result<OpRecord, StoreError> {
+    match value {
+        ValueRef::Blob(bytes) => decode_op(bytes).map_err(|_| invalid_op()),
+        ValueRef::Text(text) => serde_json::from_slice(text).map_err(|_| invalid_op()),
+        _ => Err(invalid_op()),
+    }
+}
+
+/// The id a stored op claims, without decoding its payload where the form allows.
+pub(super) fn op_id_from_sql(value: ValueRef<'_>) -> Result<OpId, StoreError> {
+    match value {
+        ValueRef::Blob(bytes) => claimed_op_id(bytes).map_err(|_| invalid_op()),
+        other => op_from_sql(other).map(|op| op.op_id()),
+    }
+}
+
+fn invalid_op() -> StoreError {
+    StoreError::Decode("stored op is invalid".into())
 }
 
 /// A head row's column values.

@@ -153,6 +153,22 @@ const MIGRATIONS: &[&str] = &[
         CHECK (epoch IS NULL OR epoch <= highest_epoch)
     ) WITHOUT ROWID;
     ",
+    // 5: the journal keeps ops in their compact binary form (`domain::oplog::op_codec`) in a
+    // rowid table with one small (device, seq) index. Version 2's random op-id index is gone:
+    // a chain position holds one op, and ids are checked by chain verification. Rows written
+    // under version 2 keep their JSON text, which the journal still reads.
+    r"
+    ALTER TABLE oplog_ops RENAME TO oplog_ops_v2;
+    CREATE TABLE oplog_ops (
+        device TEXT    NOT NULL,
+        seq    INTEGER NOT NULL CHECK (seq >= 0),
+        record BLOB    NOT NULL,
+        UNIQUE (device, seq)
+    );
+    INSERT INTO oplog_ops (device, seq, record)
+        SELECT device, seq, record FROM oplog_ops_v2 ORDER BY device, seq;
+    DROP TABLE oplog_ops_v2;
+    ",
 ];
 
 /// The schema version this build writes.
@@ -160,6 +176,12 @@ pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
 
 /// Brings the database up to [`SCHEMA_VERSION`].
 pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    migrate_to(conn, SCHEMA_VERSION)
+}
+
+/// Brings the database up to `target` (at most [`SCHEMA_VERSION`]); tests use it to build
+/// databases as older builds left them.
+pub(super) fn migrate_to(conn: &mut Connection, target: u32) -> Result<(), StoreError> {
     let current: u32 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .map_err(map_sqlite)?;
@@ -168,7 +190,8 @@ pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
             "database schema version {current} is newer than this build supports ({SCHEMA_VERSION})"
         )));
     }
-    for (index, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+    let wanted = MIGRATIONS.iter().take(target as usize);
+    for (index, sql) in wanted.enumerate().skip(current as usize) {
         let version = index as u32 + 1;
         // IMMEDIATE takes the write lock before the version is re-read, so two processes
         // opening the same fresh file apply each migration exactly once.

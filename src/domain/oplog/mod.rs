@@ -44,6 +44,7 @@ pub mod hlc;
 pub mod intent;
 pub mod lease;
 pub mod op;
+pub mod op_codec;
 pub mod payload;
 pub mod scope;
 pub mod seal;
@@ -70,6 +71,7 @@ pub use intent::{
 };
 pub use lease::{check_dispatch, DispatchDecision, Lease, LeaseError, LeaseSlot};
 pub use op::{OpError, OpId, OpPayload, OpRecord, SEALED_NONCE_LEN};
+pub use op_codec::{claimed_op_id, decode_op, encode_op, encode_op_into, OpDecodeError, OP_FORMAT};
 pub use payload::{validate_payload, PayloadError, RECORD_KEY_FIELD, TOMBSTONE_FIELD};
 pub use scope::{OrgId, Scope};
 pub use seal::{

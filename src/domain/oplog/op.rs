@@ -213,6 +213,29 @@ impl OpRecord {
         Ok(op)
     }
 
+    /// A record as decoded from a stored or exchanged form: it carries the id it claims,
+    /// unchecked (like a deserialized one). Its device is the stamp's.
+    pub(crate) fn claimed(
+        op_id: OpId,
+        hlc: Hlc,
+        seq: Seq,
+        prev: Option<OpId>,
+        scope: Scope,
+        surface: Surface,
+        payload: OpPayload,
+    ) -> Self {
+        Self {
+            op_id,
+            hlc,
+            device: hlc.device,
+            seq,
+            prev,
+            scope,
+            surface,
+            payload,
+        }
+    }
+
     /// The id this record claims (computed by `new`, or as read from the wire).
     pub fn op_id(&self) -> OpId {
         self.op_id

@@ -7,17 +7,11 @@ use std::io::Write;
 use std::path::Path;
 
 use tandem::adapters::fs_relay::FsRelay;
-use tandem::domain::oplog::OpRecord;
+use tandem::domain::oplog::{encode_op, OpRecord};
 use tandem::ports::conformance::relay::{chain, device, rival_chain};
 use tandem::ports::{PullCursors, Relay};
 
 use super::support::{segment_idx, segment_log, TempDir};
-
-fn line(op: &OpRecord) -> Vec<u8> {
-    let mut bytes = serde_json::to_vec(op).expect("serialize op");
-    bytes.push(b'\n');
-    bytes
-}
 
 fn append(path: &Path, bytes: &[u8]) {
     let mut file = OpenOptions::new()
@@ -56,10 +50,10 @@ async fn a_torn_tail_is_never_served_and_the_next_push_truncates_it() {
 
     // A crash mid-append: a whole record that was never committed (a different op than the
     // one pushed next), half of another, and an index entry and a half.
-    let rival_line = line(&rival[6]);
-    append(&log, &rival_line);
-    append(&log, &line(&rival[7])[..40]);
-    append(&idx, &(log_len + rival_line.len() as u64).to_be_bytes());
+    let rival_record = encode_op(&rival[6]);
+    append(&log, &rival_record);
+    append(&log, &encode_op(&rival[7])[..40]);
+    append(&idx, &(log_len + rival_record.len() as u64).to_be_bytes());
     append(&idx, &[0, 0, 1]);
 
     let fresh = FsRelay::open(root).expect("reopen");
@@ -74,7 +68,7 @@ async fn a_torn_tail_is_never_served_and_the_next_push_truncates_it() {
         .expect("push over the torn tail");
     assert_eq!((out.accepted, out.duplicates), (2, 0));
     assert_eq!(everything(&fresh).await, ops[..8].to_vec());
-    let expected = log_len + (line(&ops[6]).len() + line(&ops[7]).len()) as u64;
+    let expected = log_len + (encode_op(&ops[6]).len() + encode_op(&ops[7]).len()) as u64;
     assert_eq!(len(&log), expected, "the torn tail was not truncated");
     assert_eq!(
         len(&idx),
@@ -84,7 +78,7 @@ async fn a_torn_tail_is_never_served_and_the_next_push_truncates_it() {
 
     // A crash after starting a segment the manifest never committed.
     let (log8, idx8) = (segment_log(root, a, 8), segment_idx(root, a, 8));
-    append(&log8, &line(&rival[8])[..25]);
+    append(&log8, &encode_op(&rival[8])[..25]);
     append(&idx8, &[9; 8]);
     let again = FsRelay::open(root).expect("reopen");
     assert_eq!(
@@ -101,7 +95,7 @@ async fn a_torn_tail_is_never_served_and_the_next_push_truncates_it() {
     assert_eq!(len(&idx8), 16);
     assert_eq!(
         len(&log8),
-        (line(&ops[8]).len() + line(&ops[9]).len()) as u64
+        (encode_op(&ops[8]).len() + encode_op(&ops[9]).len()) as u64
     );
 }
 
