@@ -1,13 +1,85 @@
 //! The latest checkpoint on disk: one file, replaced atomically when a checkpoint covering
 //! more ops arrives. Read back as untrusted bytes: its id is re-checked on every read.
+//!
+//! The file is digest-checked (see the `files` module); its body is
+//!
+//! ```text
+//! "TCK2" || u32 BE header length || header JSON {"id", "frontier", "state_hash"} || state bytes
+//! ```
+//!
+//! so the state, which can be tens of megabytes, is stored as is rather than as hex inside
+//! JSON. Format-1 relays wrote the whole checkpoint as JSON (body starting with `{`); such a
+//! file is still read.
+
+use serde::{Deserialize, Serialize};
 
 use super::error::{corrupt, json_problem};
 use super::files::{read_checked, write_checked};
 use super::layout::Layout;
 use super::lock::FileLock;
 use crate::adapters::relay_core;
-use crate::domain::oplog::Checkpoint;
+use crate::domain::oplog::canonical::{from_hex, to_hex};
+use crate::domain::oplog::{Checkpoint, CheckpointId, Frontier};
 use crate::ports::RelayError;
+
+/// The first bytes of a format-2 checkpoint body.
+const MAGIC: &[u8; 4] = b"TCK2";
+
+/// Everything but the state.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Header {
+    id: CheckpointId,
+    frontier: Frontier,
+    state_hash: String,
+}
+
+fn encode(checkpoint: &Checkpoint) -> Result<Vec<u8>, serde_json::Error> {
+    let header = serde_json::to_vec(&Header {
+        id: checkpoint.id(),
+        frontier: checkpoint.frontier().clone(),
+        state_hash: to_hex(&checkpoint.state_hash()),
+    })?;
+    let state = checkpoint.state_bytes();
+    let mut body = Vec::with_capacity(MAGIC.len() + 4 + header.len() + state.len());
+    body.extend_from_slice(MAGIC);
+    // A header is a frontier of a few devices: far below 4 GiB.
+    body.extend_from_slice(
+        &u32::try_from(header.len())
+            .unwrap_or(u32::MAX)
+            .to_be_bytes(),
+    );
+    body.extend_from_slice(&header);
+    body.extend_from_slice(state);
+    Ok(body)
+}
+
+fn decode(mut body: Vec<u8>) -> Result<Checkpoint, String> {
+    if body.first() == Some(&b'{') {
+        return serde_json::from_slice(&body).map_err(|e| json_problem(&e));
+    }
+    let Some(rest) = body.strip_prefix(MAGIC) else {
+        return Err("not a checkpoint file".into());
+    };
+    let (len, rest) = rest
+        .split_first_chunk::<4>()
+        .ok_or("the checkpoint header is truncated")?;
+    let len = usize::try_from(u32::from_be_bytes(*len)).map_err(|_| "header too long")?;
+    let header = rest
+        .get(..len)
+        .ok_or("the checkpoint header is truncated")?;
+    let header: Header = serde_json::from_slice(header).map_err(|e| json_problem(&e))?;
+    let state_hash = from_hex(&header.state_hash)
+        .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
+        .ok_or("invalid state hash")?;
+    let state = body.split_off(MAGIC.len() + 4 + len);
+    Ok(Checkpoint::from_parts(
+        header.id,
+        header.frontier,
+        state_hash,
+        state,
+    ))
+}
 
 /// The stored checkpoint, if any, with its id verified.
 pub(crate) fn read(layout: &Layout) -> Result<Option<Checkpoint>, RelayError> {
@@ -15,8 +87,7 @@ pub(crate) fn read(layout: &Layout) -> Result<Option<Checkpoint>, RelayError> {
     let Some(bytes) = read_checked(&path)? else {
         return Ok(None);
     };
-    let checkpoint: Checkpoint =
-        serde_json::from_slice(&bytes).map_err(|e| corrupt(&path, json_problem(&e)))?;
+    let checkpoint = decode(bytes).map_err(|what| corrupt(&path, what))?;
     checkpoint
         .verify_id()
         .map_err(|e| corrupt(&path, format!("stored checkpoint does not verify: {e}")))?;
@@ -36,6 +107,46 @@ pub(crate) fn put(layout: &Layout, checkpoint: &Checkpoint) -> Result<(), RelayE
         return Ok(());
     }
     let path = layout.checkpoint_file();
-    let bytes = serde_json::to_vec(checkpoint).map_err(|e| corrupt(&path, json_problem(&e)))?;
+    let bytes = encode(checkpoint).map_err(|e| corrupt(&path, json_problem(&e)))?;
     write_checked(&path, &bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::oplog::{fold, State};
+    use crate::ports::conformance::relay::{chain, device, frontier_of};
+
+    fn checkpoint() -> Checkpoint {
+        let ops = chain(device(1), 3, 1_000);
+        Checkpoint::new(frontier_of(&[&ops]), &fold(&ops).expect("fold"))
+    }
+
+    #[test]
+    fn binary_and_format_1_bodies_decode_to_the_same_checkpoint() {
+        let cp = checkpoint();
+        let binary = encode(&cp).expect("encode");
+        assert!(binary.starts_with(MAGIC));
+        assert_eq!(decode(binary.clone()).expect("binary"), cp);
+        let json = serde_json::to_vec(&cp).expect("json");
+        assert!(binary.len() < json.len());
+        assert_eq!(decode(json).expect("format 1"), cp);
+        let empty = Checkpoint::new(Frontier::new(), &State::new());
+        assert_eq!(
+            decode(encode(&empty).expect("encode")).expect("empty"),
+            empty
+        );
+    }
+
+    #[test]
+    fn damaged_bodies_are_refused_not_panicked_on() {
+        let binary = encode(&checkpoint()).expect("encode");
+        for cut in 0..MAGIC.len() + 8 {
+            assert!(decode(binary[..cut].to_vec()).is_err(), "cut at {cut}");
+        }
+        let mut long = binary.clone();
+        long[4..8].copy_from_slice(&u32::MAX.to_be_bytes());
+        assert!(decode(long).is_err());
+        assert!(decode(b"TCK3".to_vec()).is_err());
+    }
 }

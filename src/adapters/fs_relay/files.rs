@@ -58,7 +58,12 @@ pub(crate) fn read_small(path: &Path) -> Result<Option<Vec<u8>>, RelayError> {
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(io_err("open", path)(e)),
     };
-    let mut bytes = Vec::new();
+    // Sized from the file's length up front: a checkpoint can be tens of megabytes.
+    let len = file
+        .metadata()
+        .map_or(0, |m| m.len())
+        .min(MAX_SMALL_FILE + 1);
+    let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
     file.take(MAX_SMALL_FILE + 1)
         .read_to_end(&mut bytes)
         .map_err(io_err("read", path))?;

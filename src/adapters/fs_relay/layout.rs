@@ -6,7 +6,7 @@
 //! <dir>/relay.lock                 serialises creation of relay.json
 //! <dir>/roster/<device>.json       one roster entry per device (atomically replaced)
 //! <dir>/roster.lock                serialises roster read-modify-writes
-//! <dir>/checkpoint.json            the latest checkpoint (atomically replaced)
+//! <dir>/checkpoint.json            the latest checkpoint (atomically replaced; see `checkpoint_file`)
 //! <dir>/checkpoint.lock            serialises checkpoint puts
 //! <dir>/chains/<device>/lock       the chain's lock: exclusive to push or gc, shared to read
 //! <dir>/chains/<device>/manifest.json   compaction base and head: the commit point
@@ -15,12 +15,14 @@
 //! ```
 //!
 //! The small files (`relay.json`, roster entries, manifests, the checkpoint) are digest-checked
-//! JSON (see the `files` module); segment records are ops in their binary form
+//! JSON (see the `files` module), except the checkpoint, whose digest-checked body is a JSON
+//! header followed by the raw state bytes; segment records are ops in their binary form
 //! ([`crate::domain::oplog::op_codec`]), each exactly as encoded.
 //!
-//! Version 1 wrote segment records as JSON lines. A version-1 directory is upgraded in place
-//! when opened: its `relay.json` is rewritten as version 2 (so older builds refuse it instead
-//! of misreading binary records), and its JSON records are still read.
+//! Version 1 wrote segment records as JSON lines and the checkpoint as one JSON document. A
+//! version-1 directory is upgraded in place when opened: its `relay.json` is rewritten as
+//! version 2 (so older builds refuse it instead of misreading binary records), and its JSON
+//! records and checkpoint are still read.
 //!
 //! Segment `k` holds seqs `k * segment_ops ..= (k + 1) * segment_ops - 1`, so the segment and
 //! index slot of any seq are computed, never searched for.

@@ -122,7 +122,7 @@ pub fn write_canonical_json(value: &Value, out: &mut Vec<u8>) {
 }
 
 /// Writes `s` as a JSON string literal with `serde_json`'s escaping.
-fn write_json_string(s: &str, out: &mut Vec<u8>) {
+pub(super) fn write_json_string(s: &str, out: &mut Vec<u8>) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     out.push(b'"');
     let bytes = s.as_bytes();

@@ -25,9 +25,10 @@
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
+use serde_json::error::Category;
 use serde_json::{Map, Value};
 
-use super::canonical::canonical_json;
+use super::canonical::{write_canonical_json, write_json_string};
 use super::fold::{prepare, FoldError, State};
 use super::frontier::hlc_json;
 use super::hlc::Hlc;
@@ -134,15 +135,74 @@ impl State {
         Value::Object(doc)
     }
 
-    /// The canonical bytes of the state (see the module docs).
+    /// The canonical bytes of the state (see the module docs): the canonical JSON of
+    /// [`State::to_canonical_json`], written straight from the state without building (and
+    /// cloning every payload into) a JSON tree first.
     pub fn to_canonical_bytes(&self) -> Vec<u8> {
-        canonical_json(&self.to_canonical_json())
+        let mut out = Vec::with_capacity(4096);
+        self.write_canonical_bytes(&mut out);
+        out
+    }
+
+    fn write_canonical_bytes(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"{\"events\":{");
+        let events = sorted_by_name(self.events.iter().map(|(s, st)| (s.to_string(), st)));
+        for (i, (surface, stream)) in events.into_iter().enumerate() {
+            write_key(out, i, &surface);
+            write_entries(
+                out,
+                stream
+                    .values()
+                    .map(|e| (&e.op_id, &e.hlc, &e.scope, &e.payload)),
+            );
+        }
+        out.extend_from_slice(b"},\"intents\":{");
+        let views = sorted_by_name(self.intents.views().map(|v| (v.intent_id.to_string(), v)));
+        for (i, (name, view)) in views.into_iter().enumerate() {
+            write_key(out, i, &name);
+            write_entries(
+                out,
+                self.intents
+                    .entries(&view.intent_id)
+                    .map(|e| (&e.op_id, &e.hlc, &e.scope, &e.payload)),
+            );
+        }
+        out.extend_from_slice(b"},\"records\":{");
+        let mut records: BTreeMap<String, BTreeMap<String, BTreeMap<&str, _>>> = BTreeMap::new();
+        for ((surface, scope, key), r) in &self.records {
+            records
+                .entry(surface.to_string())
+                .or_default()
+                .entry(scope.to_string())
+                .or_default()
+                .insert(key.as_str(), r);
+        }
+        // BTreeMap<String, _> iterates in byte order of the keys: canonical order.
+        for (i, (surface, by_scope)) in records.iter().enumerate() {
+            write_key(out, i, surface);
+            out.push(b'{');
+            for (j, (scope, by_key)) in by_scope.iter().enumerate() {
+                write_key(out, j, scope);
+                out.push(b'{');
+                for (k, (key, r)) in by_key.iter().enumerate() {
+                    write_key(out, k, key);
+                    write_entry(out, &r.op_id, &r.hlc, &r.scope, &r.payload);
+                }
+                out.push(b'}');
+            }
+            out.push(b'}');
+        }
+        out.extend_from_slice(b"},\"v\":");
+        out.extend_from_slice(STATE_LAYOUT_VERSION.to_string().as_bytes());
+        out.push(b'}');
     }
 
     /// Decodes canonical state bytes, refusing anything not exactly canonical.
     pub fn from_canonical_bytes(bytes: &[u8]) -> Result<Self, StateDecodeError> {
-        let value: Value = serde_json::from_slice(bytes).map_err(|_| StateDecodeError::NotJson)?;
-        let doc: Doc = serde_json::from_value(value).map_err(|_| StateDecodeError::Layout)?;
+        let doc: Doc = serde_json::from_slice(bytes).map_err(|e| match e.classify() {
+            Category::Data => StateDecodeError::Layout,
+            Category::Io | Category::Syntax | Category::Eof => StateDecodeError::NotJson,
+        })?;
         if doc.v != STATE_LAYOUT_VERSION {
             return Err(StateDecodeError::UnsupportedVersion(doc.v));
         }
@@ -178,6 +238,54 @@ impl State {
     }
 }
 
+/// Named items in byte order of their names (canonical JSON's key order).
+fn sorted_by_name<T>(items: impl Iterator<Item = (String, T)>) -> Vec<(String, T)> {
+    let mut items: Vec<(String, T)> = items.collect();
+    items.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    items
+}
+
+/// `,"key":` (without the comma before the first member).
+fn write_key(out: &mut Vec<u8>, index: usize, key: &str) {
+    if index > 0 {
+        out.push(b',');
+    }
+    write_json_string(key, out);
+    out.push(b':');
+}
+
+fn write_entries<'a>(
+    out: &mut Vec<u8>,
+    entries: impl Iterator<Item = (&'a OpId, &'a Hlc, &'a Scope, &'a Value)>,
+) {
+    out.push(b'[');
+    for (i, (op_id, hlc, scope, payload)) in entries.enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_entry(out, op_id, hlc, scope, payload);
+    }
+    out.push(b']');
+}
+
+/// The canonical JSON of [`entry_json`], written directly.
+fn write_entry(out: &mut Vec<u8>, op_id: &OpId, hlc: &Hlc, scope: &Scope, payload: &Value) {
+    out.extend_from_slice(b"{\"hlc\":{\"counter\":");
+    out.extend_from_slice(hlc.counter.to_string().as_bytes());
+    out.extend_from_slice(b",\"device\":\"");
+    // A UUID's text form needs no escaping.
+    out.extend_from_slice(hlc.device.to_string().as_bytes());
+    out.extend_from_slice(b"\",\"wall_ms\":");
+    out.extend_from_slice(hlc.wall_ms.to_string().as_bytes());
+    out.extend_from_slice(b"},\"op_id\":\"");
+    out.extend_from_slice(op_id.to_string().as_bytes());
+    out.extend_from_slice(b"\",\"payload\":");
+    write_canonical_json(payload, out);
+    out.extend_from_slice(b",\"scope\":");
+    write_json_string(&scope.to_string(), out);
+    out.push(b'}');
+}
+
 fn parse_surface(s: &str) -> Result<Surface, StateDecodeError> {
     Surface::parse(s).map_err(|_| StateDecodeError::InvalidKey("surface"))
 }
@@ -186,6 +294,7 @@ fn parse_surface(s: &str) -> Result<Surface, StateDecodeError> {
 mod tests {
     use super::*;
     use crate::domain::oplog::author::OpAuthor;
+    use crate::domain::oplog::canonical::canonical_json;
     use crate::domain::oplog::fold::fold;
     use crate::domain::oplog::test_support::{arb_chains, author, dev};
     use crate::domain::oplog::OpPayload;
@@ -237,6 +346,15 @@ mod tests {
         );
         assert_eq!(v["intents"]["i"][0]["payload"]["status"], json!("pending"));
         assert_eq!(v["v"], json!(1));
+    }
+
+    #[test]
+    fn the_direct_writer_is_the_canonical_json_of_the_json_value() {
+        let s = sample();
+        assert_eq!(
+            s.to_canonical_bytes(),
+            canonical_json(&s.to_canonical_json())
+        );
     }
 
     #[test]
@@ -294,7 +412,9 @@ mod tests {
         fn folded_states_round_trip(chains in arb_chains(6)) {
             let ops: Vec<_> = author(&chains).into_iter().flatten().collect();
             let s = fold(&ops).unwrap();
-            prop_assert_eq!(State::from_canonical_bytes(&s.to_canonical_bytes()).unwrap(), s);
+            let bytes = s.to_canonical_bytes();
+            prop_assert_eq!(&bytes, &canonical_json(&s.to_canonical_json()));
+            prop_assert_eq!(State::from_canonical_bytes(&bytes).unwrap(), s);
         }
     }
 }

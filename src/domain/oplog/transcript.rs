@@ -121,7 +121,8 @@ impl ConversationTurn {
         if !payload.is_object() {
             return Err(PayloadError::NotAnObject);
         }
-        let wire: TurnWire = serde_json::from_value(payload.clone()).map_err(|_| {
+        // Deserialized from the borrowed value: no copy of the whole payload first.
+        let wire = TurnWire::deserialize(payload).map_err(|_| {
             PayloadError::InvalidTurn(
                 "needs \"conversation_id\" and \"role\"; \"text\", \"tool_calls\" and \
                  \"tool_call_id\" must have their documented types",
