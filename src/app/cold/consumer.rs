@@ -1,6 +1,12 @@
 //! [`ColdConsumer`]: drains the effect log into the cloud tables, one unit per [`tick`].
 //!
+//! A step overlaps three things: the upload of its unit, the reading and sealing of the next
+//! batch, and the durable cursor commit of the unit the previous step delivered (see
+//! [`super::ack`]). A step that sends nothing, and [`run`] when it stops, finish that commit
+//! before they return.
+//!
 //! [`tick`]: ColdConsumer::tick
+//! [`run`]: ColdConsumer::run
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -18,6 +24,7 @@ use crate::ports::{
     AccessToken, Clock, CloudSync, SessionMetadataProvider, StoreError, TokenRefresher,
 };
 
+use super::ack::{cursor_committed, InFlightAck};
 use super::config::ColdConfig;
 use super::doorbell::Doorbell;
 use super::error::ColdError;
@@ -47,11 +54,14 @@ pub enum TickOutcome {
         /// The new cursor position.
         through: EffectSeq,
     },
-    /// A unit reached the cloud and the cursor advanced.
+    /// A unit reached the cloud. Its cursor commit has started and is finished by the next
+    /// step, alongside that step's upload: until then [`ColdConsumer::position`] may still
+    /// name the unit before. Should the commit fail, the next step reports it as
+    /// [`Self::Failed`] and the unit is sent again before anything after it.
     Delivered {
         /// Effects delivered (messages in the batch, statuses, or 1).
         items: usize,
-        /// The new cursor position.
+        /// Where the cursor moves once the commit finishes.
         through: EffectSeq,
     },
     /// A unit failed for good: its effects were dead-lettered and the cursor advanced.
@@ -73,7 +83,9 @@ pub enum TickOutcome {
 /// How far behind the cold path is, for health reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ColdLag {
-    /// Effects committed but not yet acknowledged (an upper bound: the log may have gaps).
+    /// Effects committed but not yet acknowledged (an upper bound: the log may have gaps, and
+    /// while the consumer is busy it counts the unit just delivered whose cursor commit is
+    /// still in flight).
     pub behind: u64,
     /// Age of the oldest unacknowledged effect.
     pub oldest_unsent_age: Option<Duration>,
@@ -96,12 +108,40 @@ pub(super) struct Worker {
     /// The effects right after the cursor as last read (a prefix of the log, in order):
     /// units that are ready on them are planned without reading the log again.
     lookahead: Vec<EffectRecord>,
+    /// The cursor commit of the unit the last step delivered, if not yet seen to finish.
+    ack: Option<InFlightAck>,
 }
 
 impl Worker {
-    /// The cursor reached `through`: what lies before it is done.
+    /// The cursor reached (or is being committed to) `through`: what lies before it is done.
     fn acknowledged(&mut self, through: EffectSeq) {
         self.lookahead.retain(|r| r.seq > through);
+    }
+
+    /// Takes the outcome of the finished cursor commit, if any (see [`Self::commit_failed`]).
+    fn settle_ack(&mut self) -> Result<(), Failure> {
+        match InFlightAck::take_finished(&mut self.ack) {
+            None | Some(Ok(())) => Ok(()),
+            Some(Err((failure, delivered))) => {
+                self.commit_failed(delivered);
+                Err(failure)
+            }
+        }
+    }
+
+    /// The cursor commit past `delivered` failed: that unit is pending again, in place of
+    /// whatever came after it, and what was read ahead is forgotten (it no longer starts at
+    /// the cursor).
+    fn commit_failed(&mut self, delivered: Pending) {
+        self.pending = Some(delivered);
+        self.lookahead.clear();
+    }
+}
+
+/// Waits for the cursor commit in `slot`, if any, to finish (cancel-safe).
+async fn finish_commit(slot: &mut Option<InFlightAck>) {
+    if let Some(ack) = slot {
+        ack.finish().await;
     }
 }
 
@@ -152,7 +192,10 @@ impl ColdConsumer {
         &self.config
     }
 
-    /// The last effect acknowledged.
+    /// The last effect acknowledged durably. Exact whenever the consumer is not busy: after
+    /// a step that returned anything but [`TickOutcome::Delivered`], and after [`Self::run`]
+    /// returned. Right after a `Delivered` step the unit's cursor commit may still be in
+    /// flight (the next step finishes it), so this may still name the effect before it.
     pub async fn position(&self) -> Result<EffectSeq, ColdError> {
         let log = self.log.clone();
         Ok(blocking_store(move || log.position()).await?)
@@ -180,11 +223,19 @@ impl ColdConsumer {
 
     /// Does one unit of work (or reports why it cannot). Never sends anything without an auth
     /// context; moves the cursor only past effects that reached the cloud, were dead-lettered,
-    /// or need nothing.
+    /// or need nothing, and in order.
+    ///
+    /// The cursor commit of a unit delivered by the previous step runs alongside this step's
+    /// upload, and is finished before this step returns, whatever it returns; a step that
+    /// uploads nothing finishes it before planning anything. A failed commit is this step's
+    /// outcome ([`TickOutcome::Failed`]): its unit is sent again, then what follows. So a
+    /// crash at any point re-sends at most the units whose commits had not finished, and
+    /// skips none.
     pub async fn tick(&self) -> TickOutcome {
-        let mut worker = self.worker.lock().await;
+        let mut guard = self.worker.lock().await;
+        let worker = &mut *guard;
         let Some(context) = self.auth().current() else {
-            return TickOutcome::NoContext;
+            return self.after_commit(worker, TickOutcome::NoContext).await;
         };
         let now = Instant::now();
         if let Some(until) = worker.retry_at {
@@ -193,13 +244,19 @@ impl ColdConsumer {
                 .as_ref()
                 .is_some_and(|refused| *refused != context.access_token);
             if now < until && !token_changed {
-                return TickOutcome::BackingOff { until };
+                return self
+                    .after_commit(worker, TickOutcome::BackingOff { until })
+                    .await;
             }
             worker.retry_at = None;
             worker.refused_token = None;
         }
         if worker.pending.is_none() {
-            match self.next_unit(&mut worker, now).await {
+            // Planning reads the log from the durable cursor: the last commit finishes first.
+            if let Err(failure) = self.finish_ack(worker).await {
+                return self.failed(worker, failure, None);
+            }
+            match self.next_unit(worker, now).await {
                 Ok(Next::Unit(unit)) if unit.work == Work::Skip => {
                     let through = unit.through;
                     return match self.ack(through).await {
@@ -207,13 +264,13 @@ impl ColdConsumer {
                             worker.acknowledged(through);
                             TickOutcome::Skipped { through }
                         }
-                        Err(failure) => self.failed(&mut worker, failure, None),
+                        Err(failure) => self.failed(worker, failure, None),
                     };
                 }
                 Ok(Next::Unit(unit)) => worker.pending = Some(Pending::new(unit)),
                 Ok(Next::Idle) => return TickOutcome::Idle,
                 Ok(Next::Wait(until)) => return TickOutcome::Batching { until },
-                Err(failure) => return self.failed(&mut worker, failure, None),
+                Err(failure) => return self.failed(worker, failure, None),
             }
         }
         let ahead = worker.pending.as_ref().map(|p| {
@@ -246,25 +303,34 @@ impl ColdConsumer {
             let rows = self.seal_ahead(&items, context.device_id).await?;
             Some((fresh, Pending::sealed(unit, rows)))
         };
-        let (result, next) = tokio::join!(self.attempt(pending, &context), seal_ahead);
+        // The previous unit's cursor commit finishes while this unit uploads.
+        let (result, next, ()) = tokio::join!(
+            self.attempt(pending, &context),
+            seal_ahead,
+            finish_commit(&mut worker.ack),
+        );
         let (through, items) = (pending.unit.through, pending.unit.len());
+        // That commit comes first: if it failed, its unit is sent again before this one, and
+        // whatever this step did is dropped (sending it again is harmless).
+        if let Some(Err((failure, delivered))) = InFlightAck::take_finished(&mut worker.ack) {
+            worker.commit_failed(delivered);
+            return self.failed(worker, failure, None);
+        }
         match result {
-            Ok(()) => match self.ack(through).await {
-                Ok(()) => {
-                    worker.acknowledged(through);
-                    worker.pending = None;
-                    if let Some((fresh, next)) = next {
-                        if let Some(records) = fresh {
-                            worker.lookahead = records;
-                        }
-                        worker.pending = Some(next);
+            Ok(()) => {
+                let delivered = worker.pending.take();
+                worker.ack = delivered.map(|d| InFlightAck::start(self.log.clone(), d));
+                worker.acknowledged(through);
+                if let Some((fresh, next)) = next {
+                    if let Some(records) = fresh {
+                        worker.lookahead = records;
                     }
-                    worker.failures = 0;
-                    self.set_last_error(None);
-                    TickOutcome::Delivered { items, through }
+                    worker.pending = Some(next);
                 }
-                Err(failure) => self.failed(&mut worker, failure, None),
-            },
+                worker.failures = 0;
+                self.set_last_error(None);
+                TickOutcome::Delivered { items, through }
+            }
             Err(Failure::NoContext) => TickOutcome::NoContext,
             Err(Failure::Retry {
                 class: RetryClass::Permanent,
@@ -278,19 +344,36 @@ impl ColdConsumer {
                     self.set_last_error(Some(reason));
                     TickOutcome::DeadLettered { items, through }
                 }
-                Err(failure) => self.failed(&mut worker, failure, None),
+                Err(failure) => self.failed(worker, failure, None),
             },
             Err(failure) => {
                 // The token last refused is the current one (a refresh may have replaced
                 // the one this step started with).
                 let refused = self.auth().current().map(|c| c.access_token);
-                self.failed(&mut worker, failure, refused)
+                self.failed(worker, failure, refused)
             }
+        }
+    }
+
+    /// Finishes the cursor commit left by the last `Delivered` step, if any, and takes its
+    /// outcome (a failure makes that unit pending again).
+    async fn finish_ack(&self, worker: &mut Worker) -> Result<(), Failure> {
+        finish_commit(&mut worker.ack).await;
+        worker.settle_ack()
+    }
+
+    /// `outcome`, once the cursor commit in flight has finished; its failure if it failed.
+    async fn after_commit(&self, worker: &mut Worker, outcome: TickOutcome) -> TickOutcome {
+        match self.finish_ack(worker).await {
+            Ok(()) => outcome,
+            Err(failure) => self.failed(worker, failure, None),
         }
     }
 
     /// Loops [`Self::tick`] until `shutdown` resolves, waiting between steps for the
     /// doorbell, the auth context, a batch window or a retry time, as the last step said.
+    /// Before returning it finishes the cursor commit still in flight, so that
+    /// [`Self::position`] is exact afterwards.
     pub async fn run(&self, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
         let mut auth_changes = self.auth().subscribe();
@@ -330,6 +413,10 @@ impl ColdConsumer {
                 () = wait => {}
             }
         }
+        // Leave the cursor exact: finish the commit of the last unit delivered (a failure is
+        // recorded like any failed step's, and that unit is sent again by the next step).
+        let mut worker = self.worker.lock().await;
+        self.after_commit(&mut worker, TickOutcome::Idle).await;
     }
 
     /// How far behind the cold path is (for health reports).
@@ -465,20 +552,11 @@ impl ColdConsumer {
         Ok(Next::Unit(unit))
     }
 
+    /// Commits the cursor through `through` and waits for it (the steps that send nothing
+    /// more after it: skips and dead letters).
     async fn ack(&self, through: EffectSeq) -> Result<(), Failure> {
         let log = self.log.clone();
-        match blocking_store(move || log.ack(through)).await {
-            // Already there (a cancelled step acknowledged it): nothing to do.
-            Ok(()) | Err(StoreError::CursorRegression { .. }) => Ok(()),
-            Err(e) => Err(Failure::Retry {
-                class: if e.is_transient() {
-                    RetryClass::Transient { retry_after: None }
-                } else {
-                    RetryClass::Network
-                },
-                reason: format!("advancing the cursor: {e}"),
-            }),
-        }
+        cursor_committed(blocking_store(move || log.ack(through)).await)
     }
 
     async fn dead_letter(&self, unit: &Unit, reason: &str) -> Result<(), Failure> {

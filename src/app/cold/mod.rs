@@ -30,8 +30,18 @@
 //! after the remote write succeeded or the effects were dead-lettered, so delivery is
 //! at-least-once and, with idempotent upserts, each effect lands exactly once.
 //!
+//! The cursor commit (a durable SQLite write) of a delivered unit overlaps the next upload:
+//! [`TickOutcome::Delivered`] means the unit landed, and its commit finishes during the next
+//! tick, in order, before that tick returns. A tick that uploads nothing (idle, batching,
+//! backing off, without context, after a failure, skip or dead letter) and
+//! [`ColdConsumer::run`] on shutdown first finish it, so [`ColdConsumer::position`] is exact
+//! whenever the consumer is not busy. A failed commit is reported as that tick's
+//! [`TickOutcome::Failed`] and its unit is sent again before anything after it. A crash
+//! re-sends at most the units whose commits had not finished; it never skips one.
+//!
 //! [`tick`]: ColdConsumer::tick
 
+mod ack;
 mod builder;
 mod config;
 mod consumer;

@@ -1,6 +1,9 @@
 //! Devices for the cold-path tests: an engine, a cold consumer and secrets per device, all
 //! talking to one fake cloud, with a fixed wall clock so only tokio time decides windows.
+//! The consumer reads its effect log through [`CursorFaults`], which can make chosen cursor
+//! commits fail.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -15,9 +18,15 @@ use tandem::adapters::sqlite::{SqliteOptions, SqliteStore};
 use tandem::adapters::system::ManualClock;
 use tandem::app::cold::{ColdConfig, ColdConsumer, Doorbell, EngineMetadata, FixedJitter};
 use tandem::app::devices::CloudReader;
-use tandem::app::Engine;
-use tandem::domain::{DeviceId, EffectSeq, Repository, Session, UserId};
-use tandem::ports::{AccessToken, AuthContext, AuthError, RefreshToken, TokenPair, TokenRefresher};
+use tandem::app::{EffectLog, Engine};
+use tandem::domain::{
+    ConsumerName, DeviceId, EffectRecord, EffectSeq, Message, MessageId, Repository, Seq, Session,
+    SessionId, UserId,
+};
+use tandem::ports::{
+    AccessToken, AuthContext, AuthError, RefreshToken, Store, StoreContents, StoreError, TokenPair,
+    TokenRefresher, WriteBatch,
+};
 
 use super::fake_cloud::FakeCloud;
 
@@ -83,12 +92,86 @@ impl TokenRefresher for FakeRefresher {
     }
 }
 
+/// The device's store as the cold consumer's effect log sees it: everything passes through,
+/// except that a cursor commit to a chosen position can be made to fail (as a busy database
+/// would, or as a crash before the commit leaves it).
+#[derive(Debug)]
+pub struct CursorFaults {
+    inner: Arc<SqliteStore>,
+    failing: Mutex<BTreeMap<EffectSeq, usize>>,
+}
+
+impl CursorFaults {
+    fn new(inner: Arc<SqliteStore>) -> Self {
+        Self {
+            inner,
+            failing: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// The next `times` commits of any cursor to exactly `to` fail with [`StoreError::Busy`]
+    /// and change nothing.
+    pub fn fail_commit_to(&self, to: EffectSeq, times: usize) {
+        self.failing.lock().unwrap().insert(to, times);
+    }
+}
+
+impl Store for CursorFaults {
+    fn load(&self) -> Result<StoreContents, StoreError> {
+        self.inner.load()
+    }
+    fn commit(&self, batch: &WriteBatch) -> Result<Vec<EffectRecord>, StoreError> {
+        self.inner.commit(batch)
+    }
+    fn messages_after(
+        &self,
+        session: SessionId,
+        after: Seq,
+        limit: usize,
+    ) -> Result<Vec<Message>, StoreError> {
+        self.inner.messages_after(session, after, limit)
+    }
+    fn message(&self, id: MessageId) -> Result<Option<Message>, StoreError> {
+        self.inner.message(id)
+    }
+    fn effects_after(
+        &self,
+        after: EffectSeq,
+        limit: usize,
+    ) -> Result<Vec<EffectRecord>, StoreError> {
+        self.inner.effects_after(after, limit)
+    }
+    fn effect_head(&self) -> Result<EffectSeq, StoreError> {
+        self.inner.effect_head()
+    }
+    fn cursor(&self, consumer: &ConsumerName) -> Result<EffectSeq, StoreError> {
+        self.inner.cursor(consumer)
+    }
+    fn advance_cursor(&self, consumer: &ConsumerName, to: EffectSeq) -> Result<(), StoreError> {
+        if let Some(left) = self.failing.lock().unwrap().get_mut(&to) {
+            if *left > 0 {
+                *left -= 1;
+                return Err(StoreError::Busy);
+            }
+        }
+        self.inner.advance_cursor(consumer, to)
+    }
+    fn cursors(&self) -> Result<Vec<(ConsumerName, EffectSeq)>, StoreError> {
+        self.inner.cursors()
+    }
+    fn local_device_id(&self, candidate: DeviceId) -> Result<DeviceId, StoreError> {
+        self.inner.local_device_id(candidate)
+    }
+}
+
 /// One device: database, engine, cold consumer.
 pub struct Device {
     pub id: DeviceId,
     pub dir: tempfile::TempDir,
     pub engine: Arc<Engine>,
     pub consumer: Arc<ColdConsumer>,
+    /// The consumer's view of the store (faults last until the next restart).
+    pub cursor: Arc<CursorFaults>,
     pub cloud: Arc<FakeCloud>,
     pub refresher: Arc<FakeRefresher>,
 }
@@ -108,7 +191,7 @@ impl Device {
     ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let id = device_id(n);
-        let (engine, consumer) = open(&dir.path().join("tandem.db"), id, cloud, &refresher);
+        let (engine, consumer, cursor) = open(&dir.path().join("tandem.db"), id, cloud, &refresher);
         if let Some(token) = token {
             consumer.auth().set(context(id, token));
         }
@@ -117,6 +200,7 @@ impl Device {
             dir,
             engine,
             consumer,
+            cursor,
             cloud: Arc::clone(cloud),
             refresher,
         }
@@ -129,12 +213,13 @@ impl Device {
     /// Drops engine and consumer and opens both again from the same files (a restart).
     pub fn restart(&mut self) {
         let auth = self.consumer.auth().current();
-        let (engine, consumer) = open(&self.path(), self.id, &self.cloud, &self.refresher);
+        let (engine, consumer, cursor) = open(&self.path(), self.id, &self.cloud, &self.refresher);
         if let Some(auth) = auth {
             consumer.auth().set(auth);
         }
         self.engine = engine;
         self.consumer = consumer;
+        self.cursor = cursor;
     }
 
     /// A repository with one session.
@@ -180,10 +265,11 @@ fn open(
     id: DeviceId,
     cloud: &Arc<FakeCloud>,
     refresher: &Arc<FakeRefresher>,
-) -> (Arc<Engine>, Arc<ColdConsumer>) {
+) -> (Arc<Engine>, Arc<ColdConsumer>, Arc<CursorFaults>) {
     let clock = Arc::new(ManualClock::new(NOW_MS));
     let doorbell = Arc::new(Doorbell::new());
     let store = Arc::new(SqliteStore::open(path, SqliteOptions::default()).expect("store"));
+    let cursor = Arc::new(CursorFaults::new(Arc::clone(&store)));
     let engine = Arc::new(
         Engine::builder(store)
             .device(id)
@@ -192,16 +278,16 @@ fn open(
             .open()
             .expect("engine"),
     );
-    let consumer =
-        ColdConsumer::builder(cloud.clone(), refresher.clone(), path, engine.effect_log())
-            .metadata(Arc::new(EngineMetadata::new(Arc::clone(&engine))))
-            .clock(clock)
-            .jitter(Arc::new(FixedJitter(0.0)))
-            .doorbell(doorbell)
-            .config(ColdConfig::default())
-            .open()
-            .expect("consumer");
-    (engine, Arc::new(consumer))
+    let log = EffectLog::new(cursor.clone());
+    let consumer = ColdConsumer::builder(cloud.clone(), refresher.clone(), path, log)
+        .metadata(Arc::new(EngineMetadata::new(Arc::clone(&engine))))
+        .clock(clock)
+        .jitter(Arc::new(FixedJitter(0.0)))
+        .doorbell(doorbell)
+        .config(ColdConfig::default())
+        .open()
+        .expect("consumer");
+    (engine, Arc::new(consumer), cursor)
 }
 
 /// A running consumer loop.

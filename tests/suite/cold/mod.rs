@@ -4,6 +4,7 @@
 
 mod batching;
 mod crash;
+mod cursor;
 mod dead_letters;
 mod devices;
 mod fake_cloud;
