@@ -67,7 +67,7 @@ impl DeviceSync {
             } else {
                 author.append(now, scope, surface, OpPayload::Plain(payload.clone()))?
             };
-            opened.push(op.clone().opened(payload));
+            opened.push(op.opened_copy(payload));
             stored.push(op);
         }
         let journal = Arc::clone(&self.journal);
@@ -81,7 +81,7 @@ impl DeviceSync {
             });
         }
         // The author checked every payload against its surface, which is all the fold checks.
-        self.state.apply_all(&opened)?;
+        self.state.apply_all_owned(opened)?;
         Ok(stored.iter().map(appended).collect())
     }
 

@@ -3,7 +3,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use rand_core::OsRng;
+use rand::rngs::adapter::ReseedingRng;
+use rand_chacha::ChaCha12Core;
+use rand_core::{OsRng, SeedableRng};
 
 use crate::adapters::system::{SystemClock, UuidV7Gen};
 use crate::domain::ids::DeviceId;
@@ -49,7 +51,7 @@ impl DeviceSyncBuilder {
             keys,
             clock: Arc::new(SystemClock),
             ids: Arc::new(UuidV7Gen),
-            rng: Box::new(OsRng),
+            rng: default_nonce_rng(),
             device: None,
             config: SyncConfig::default(),
         }
@@ -77,7 +79,8 @@ impl DeviceSyncBuilder {
         self
     }
 
-    /// The CSPRNG nonces are drawn from (default: the operating system's).
+    /// The CSPRNG nonces are drawn from (default: ChaCha12 seeded from the operating system
+    /// and reseeded from it every 64 KiB of output and after a fork).
     #[must_use]
     pub fn rng(mut self, rng: NonceRng) -> Self {
         self.rng = rng;
@@ -145,5 +148,18 @@ impl DeviceSyncBuilder {
             base,
             current_keys: BTreeMap::new(),
         })
+    }
+}
+
+/// Bytes of output after which the default nonce source reseeds from the OS.
+const RESEED_AFTER: u64 = 64 * 1024;
+
+/// The default nonce source: ChaCha12 seeded from the OS and reseeded from it every 64 KiB
+/// of output and after a fork (the construction of `rand`'s thread-local generator), so
+/// sealing an op costs no system call. Falls back to the OS source itself if seeding fails.
+fn default_nonce_rng() -> NonceRng {
+    match ChaCha12Core::from_rng(OsRng) {
+        Ok(core) => Box::new(ReseedingRng::new(core, RESEED_AFTER, OsRng)),
+        Err(_) => Box::new(OsRng),
     }
 }

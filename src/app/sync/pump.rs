@@ -99,9 +99,10 @@ impl DeviceSync {
             .await?;
             report.journaled += ingested.journaled;
             self.frontier = ingested.frontier;
-            let summary = self.state.apply_all(&ingested.opened)?;
+            let newest = ingested.opened.iter().map(OpRecord::hlc).max();
+            let summary = self.state.apply_all_owned(ingested.opened)?;
             report.folded += summary.changed;
-            if let Some(newest) = ingested.opened.iter().map(OpRecord::hlc).max() {
+            if let Some(newest) = newest {
                 // Verified against the same drift bound, so the merge is accepted.
                 let _ = self.author.observe(&newest, drift.now_ms);
             }

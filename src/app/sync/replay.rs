@@ -152,7 +152,7 @@ pub(super) fn fold_range(
             .filter(|op| op.seq() <= to)
             .map(|op| opener.open(op, true))
             .collect::<Result<Vec<_>, _>>()?;
-        state.apply_all(&opened)?;
+        state.apply_all_owned(opened)?;
         next = last.next();
     }
     Ok(())

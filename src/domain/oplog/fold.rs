@@ -120,7 +120,7 @@ pub(super) fn prepare(
     hlc: Hlc,
     scope: &Scope,
     surface: &Surface,
-    payload: &Value,
+    payload: Value,
 ) -> Result<Prepared, FoldError> {
     let invalid = |source| match source {
         PayloadError::MissingKey => FoldError::MissingKey {
@@ -133,31 +133,32 @@ pub(super) fn prepare(
             source,
         },
     };
-    validate_payload(surface, payload).map_err(invalid)?;
+    validate_payload(surface, &payload).map_err(invalid)?;
     let item = match surface.tier() {
         FoldTier::EventStream => Item::Event(EventEntry {
             op_id,
             hlc,
             scope: scope.clone(),
-            payload: payload.clone(),
+            payload,
         }),
         FoldTier::LastWriterWins => {
-            let (key, deleted) = record_fields(payload).map_err(invalid)?;
+            let (key, deleted) = record_fields(&payload).map_err(invalid)?;
+            let key = key.to_owned();
             Item::Record(RecordEntry {
                 op_id,
                 hlc,
                 scope: scope.clone(),
-                key: key.to_owned(),
+                key,
                 deleted,
-                payload: payload.clone(),
+                payload,
             })
         }
         FoldTier::Leased => Item::Intent(IntentEntry {
             op_id,
             hlc,
             scope: scope.clone(),
-            intent: Intent::from_payload(payload).map_err(invalid)?,
-            payload: payload.clone(),
+            intent: Intent::from_payload(&payload).map_err(invalid)?,
+            payload,
         }),
     };
     Ok(Prepared {
@@ -168,8 +169,25 @@ pub(super) fn prepare(
 
 fn prepare_op(op: &OpRecord) -> Result<Prepared, FoldError> {
     match op.payload() {
-        OpPayload::Plain(value) => prepare(op.op_id(), op.hlc(), op.scope(), op.surface(), value),
+        OpPayload::Plain(value) => prepare(
+            op.op_id(),
+            op.hlc(),
+            op.scope(),
+            op.surface(),
+            value.clone(),
+        ),
         OpPayload::Sealed { .. } => Err(FoldError::Sealed { op_id: op.op_id() }),
+    }
+}
+
+/// [`prepare_op`] for an op given up: its payload moves into the state instead of being
+/// copied.
+fn prepare_owned(op: OpRecord) -> Result<Prepared, FoldError> {
+    let (op_id, hlc) = (op.op_id(), op.hlc());
+    let (scope, surface, payload) = op.into_parts();
+    match payload {
+        OpPayload::Plain(value) => prepare(op_id, hlc, &scope, &surface, value),
+        OpPayload::Sealed { .. } => Err(FoldError::Sealed { op_id }),
     }
 }
 
@@ -211,6 +229,20 @@ impl State {
             .into_iter()
             .map(prepare_op)
             .collect::<Result<Vec<_>, _>>()?;
+        Ok(self.insert_all(prepared))
+    }
+
+    /// [`State::apply_all`] for ops the caller no longer needs: payloads move into the state
+    /// instead of being copied. On error nothing changes.
+    pub fn apply_all_owned(&mut self, ops: Vec<OpRecord>) -> Result<FoldSummary, FoldError> {
+        let prepared = ops
+            .into_iter()
+            .map(prepare_owned)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(self.insert_all(prepared))
+    }
+
+    fn insert_all(&mut self, prepared: Vec<Prepared>) -> FoldSummary {
         let mut summary = FoldSummary::default();
         for p in prepared {
             if self.insert(p) {
@@ -219,7 +251,7 @@ impl State {
                 summary.unchanged += 1;
             }
         }
-        Ok(summary)
+        summary
     }
 
     pub(super) fn insert(&mut self, prepared: Prepared) -> bool {

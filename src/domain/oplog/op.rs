@@ -236,6 +236,11 @@ impl OpRecord {
         }
     }
 
+    /// Gives up the record for its scope, surface and payload.
+    pub(crate) fn into_parts(self) -> (Scope, Surface, OpPayload) {
+        (self.scope, self.surface, self.payload)
+    }
+
     /// The id this record claims (computed by `new`, or as read from the wire).
     pub fn op_id(&self) -> OpId {
         self.op_id
@@ -303,6 +308,22 @@ impl OpRecord {
     pub fn opened(mut self, plaintext: Value) -> Self {
         self.payload = OpPayload::Plain(plaintext);
         self
+    }
+
+    /// A copy of this record opened to `plaintext` (see [`OpRecord::opened`]), without
+    /// copying the sealed payload first.
+    #[must_use]
+    pub fn opened_copy(&self, plaintext: Value) -> Self {
+        Self {
+            op_id: self.op_id,
+            hlc: self.hlc,
+            device: self.device,
+            seq: self.seq,
+            prev: self.prev,
+            scope: self.scope.clone(),
+            surface: self.surface.clone(),
+            payload: OpPayload::Plain(plaintext),
+        }
     }
 }
 

@@ -245,7 +245,7 @@ pub fn open_op(
         .map_err(|_| SealError::Decrypt { op_id })?;
     let value: Value =
         serde_json::from_slice(&plaintext).map_err(|_| SealError::MalformedPlaintext { op_id })?;
-    Ok(op.clone().opened(value))
+    Ok(op.opened_copy(value))
 }
 
 /// The associated data binding a sealed checkpoint state (see the module docs).

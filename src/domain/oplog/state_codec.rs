@@ -208,7 +208,7 @@ impl State {
         }
         let mut state = State::new();
         let mut add = |surface: &Surface, e: EntryDoc| -> Result<(), StateDecodeError> {
-            let prepared = prepare(e.op_id, e.hlc, &e.scope, surface, &e.payload)?;
+            let prepared = prepare(e.op_id, e.hlc, &e.scope, surface, e.payload)?;
             state.insert(prepared);
             Ok(())
         };
