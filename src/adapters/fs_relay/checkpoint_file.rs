@@ -144,7 +144,7 @@ mod tests {
         for cut in 0..MAGIC.len() + 8 {
             assert!(decode(binary[..cut].to_vec()).is_err(), "cut at {cut}");
         }
-        let mut long = binary.clone();
+        let mut long = binary;
         long[4..8].copy_from_slice(&u32::MAX.to_be_bytes());
         assert!(decode(long).is_err());
         assert!(decode(b"TCK3".to_vec()).is_err());
