@@ -188,7 +188,7 @@ async fn an_rpc_raising_pt409_is_409_and_a_lost_database_is_503_with_retry_after
             // Which error a request meets depends on timing: a pooled connection killed by
             // the drop answers with PostgreSQL's 57P01 (admin shutdown), later requests with
             // PostgREST's own connection errors (PGRST00x). Both are a lost database.
-            assert!(code.starts_with("PGRST00") || code == "57P01", "{err:?}")
+            assert!(code.starts_with("PGRST00") || code == "57P01", "{err:?}");
         }
         other => panic!("expected 503 with Retry-After, got {other:?}"),
     }
