@@ -199,16 +199,15 @@ impl OpRecord {
             (n, None) if n > 0 => return Err(OpError::MissingPrev { seq }),
             _ => {}
         }
-        let mut op = Self {
-            op_id: OpId::from_bytes([0; 32]),
+        let mut op = Self::claimed(
+            OpId::from_bytes([0; 32]),
             hlc,
-            device: hlc.device,
             seq,
             prev,
             scope,
             surface,
             payload,
-        };
+        );
         op.op_id = op.computed_id();
         Ok(op)
     }
@@ -315,14 +314,10 @@ impl OpRecord {
     #[must_use]
     pub fn opened_copy(&self, plaintext: Value) -> Self {
         Self {
-            op_id: self.op_id,
-            hlc: self.hlc,
-            device: self.device,
-            seq: self.seq,
-            prev: self.prev,
             scope: self.scope.clone(),
             surface: self.surface.clone(),
             payload: OpPayload::Plain(plaintext),
+            ..*self
         }
     }
 }
