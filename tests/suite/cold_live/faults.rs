@@ -100,6 +100,11 @@ async fn under_injected_faults_every_message_lands_once_and_a_bad_one_is_dead_le
         "fault runs: {} seeds x {messages} messages: {total:?}",
         seeds.len()
     );
+    assert!(
+        total.faults > 0,
+        "no fault was injected in {} requests",
+        total.requests
+    );
     if seeds.len() >= 10 {
         // Over this many seeds each kind of fault shows up (a seed alone may miss one).
         assert!(
@@ -250,12 +255,9 @@ async fn run_seed(live: &LiveServices, seed: u64, messages: usize) -> Result<Sta
         landed.iter().zip(&expected).find(|(a, b)| a != b)
     );
 
+    // Whether this seed met a fault at all is left to chance (at a 30% rate, a seed of about
+    // 18 requests meets none one time in 600); the run as a whole must meet every kind.
     let retry_after_waits = check_waits(&log)?;
-    ensure!(
-        log.iter().any(|x| x.action.is_fault()),
-        "no fault was injected in {} requests",
-        log.len()
-    );
 
     // Replaying the dead letter with the poison lifted lands it; now all are there, once.
     proxy.set_poison(None);
