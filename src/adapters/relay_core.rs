@@ -10,6 +10,7 @@ use crate::domain::oplog::{
     check_against_held, verify_chain, ChainHead, ChainTip, Checkpoint, Frontier, OpRecord,
     VerifyError,
 };
+use crate::ports::relay::LAST_SEEN_RESOLUTION_MS;
 use crate::ports::{RelayError, RosterEntry};
 
 /// What a relay stores of one device's chain, as push planning needs it.
@@ -212,6 +213,12 @@ pub(crate) fn touch(entry: &mut RosterEntry, now_ms: u64) -> bool {
     }
 }
 
+/// The refresh of a push or pull: [`touch`], unless the stored time is less than
+/// [`LAST_SEEN_RESOLUTION_MS`] old (so a burst of reads does not rewrite the roster).
+pub(crate) fn touch_lazily(entry: &mut RosterEntry, now_ms: u64) -> bool {
+    now_ms >= entry.last_seen_ms.saturating_add(LAST_SEEN_RESOLUTION_MS) && touch(entry, now_ms)
+}
+
 /// Merges an acknowledged frontier into the stored one, keeping per chain the higher head.
 pub(crate) fn merge_ack(stored: &mut Frontier, acked: &Frontier) {
     for (device, head) in acked.iter() {
@@ -297,4 +304,29 @@ pub(crate) fn check_cursor(
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ports::conformance::relay::device;
+
+    #[test]
+    fn a_lazy_touch_moves_last_seen_only_past_the_resolution_and_never_back() {
+        let mut entry = registered(None, device(1), 1_000);
+        let res = LAST_SEEN_RESOLUTION_MS;
+        assert!(!touch_lazily(&mut entry, 1_000 + res - 1));
+        assert_eq!(entry.last_seen_ms, 1_000);
+        assert!(touch_lazily(&mut entry, 1_000 + res));
+        assert_eq!(entry.last_seen_ms, 1_000 + res);
+        assert!(!touch_lazily(&mut entry, 0), "a clock that went back");
+        // Register and ack refresh at once.
+        assert!(touch(&mut entry, 1_001 + res));
+        assert_eq!(entry.last_seen_ms, 1_001 + res);
+        entry.last_seen_ms = u64::MAX - 1;
+        assert!(
+            touch_lazily(&mut entry, u64::MAX),
+            "saturates instead of overflowing"
+        );
+    }
 }

@@ -26,7 +26,10 @@ pub use id_gen::IdGen;
 pub use journal::{Journal, JournalCommit, JournalError};
 pub use keys::{KeyError, KeyProvider};
 pub use lease::{LeaseCoordinator, LeaseCoordinatorError};
-pub use relay::{GcReport, PullBatch, PullCursors, PushOutcome, Relay, RelayError, RosterEntry};
+pub use relay::{
+    GcReport, PullBatch, PullCursors, PushOutcome, Relay, RelayError, RosterEntry,
+    LAST_SEEN_RESOLUTION_MS,
+};
 pub use session_metadata::{MetadataError, SessionMetadataProvider};
 pub use sink::SideEffectSink;
 pub use store::{Fact, Store, StoreContents, StoreError, WriteBatch};

@@ -31,8 +31,10 @@
 //!   MUST fail with [`RelayError::Compacted`], naming the first stored seq, so the reader can
 //!   rebase from a checkpoint.
 //! - `roster_tracks_last_seen_and_acks`: [`Relay::roster`] MUST list every registered device
-//!   with its registration time, last-seen time (refreshed by register, push, pull and ack) and
-//!   acknowledged frontier.
+//!   with its registration time, last-seen time and acknowledged frontier. Register and ack
+//!   MUST refresh last-seen; push and pull MUST refresh it once it is at least
+//!   [`LAST_SEEN_RESOLUTION_MS`] old and MAY skip fresher refreshes (so a burst of batches does
+//!   not rewrite the roster each time).
 //! - `ack_never_moves_backwards`: [`Relay::ack`] MUST keep, per chain, the higher of the stored
 //!   and the acknowledged head.
 //! - `stable_frontier_is_the_minimum_ack`: [`Relay::stable_frontier`] MUST be, per chain, the
@@ -60,6 +62,10 @@ use crate::domain::oplog::{Checkpoint, CheckpointError, Frontier, OpId, OpRecord
 
 /// Per device, the next seq a reader wants. Devices absent from the map start at seq 0.
 pub type PullCursors = BTreeMap<DeviceId, Seq>;
+
+/// How stale a last-seen time may be before a push or pull must refresh it (see the
+/// `roster_tracks_last_seen_and_acks` clause). Far below any sensible eviction horizon.
+pub const LAST_SEEN_RESOLUTION_MS: u64 = 1_000;
 
 /// What a push stored.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

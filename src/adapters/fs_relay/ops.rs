@@ -14,6 +14,7 @@ use super::roster;
 use crate::adapters::relay_core;
 use crate::domain::ids::{DeviceId, Seq};
 use crate::domain::oplog::{ChainHead, Checkpoint, Frontier, OpRecord};
+use crate::ports::relay::LAST_SEEN_RESOLUTION_MS;
 use crate::ports::{GcReport, PullBatch, PullCursors, PushOutcome, RelayError, RosterEntry};
 
 /// The state shared by every call: where the relay lives, its segment size, read counters.
@@ -44,13 +45,20 @@ impl Inner {
         )
     }
 
-    /// Refreshes a registered device's last-seen time; unregistered devices are left alone.
+    /// Refreshes a registered device's last-seen time after a push or pull, unless it is
+    /// fresher than the resolution (then the roster is only read, not rewritten);
+    /// unregistered devices are left alone.
     fn touch(&self, device: DeviceId, now_ms: u64) -> Result<(), RelayError> {
+        let fresh = roster::read(&self.layout, device)?.is_some_and(|entry| {
+            now_ms < entry.last_seen_ms.saturating_add(LAST_SEEN_RESOLUTION_MS)
+        });
+        if fresh {
+            return Ok(());
+        }
         roster::update(&self.layout, device, |current| {
-            Ok(
-                current
-                    .and_then(|mut entry| relay_core::touch(&mut entry, now_ms).then_some(entry)),
-            )
+            Ok(current.and_then(|mut entry| {
+                relay_core::touch_lazily(&mut entry, now_ms).then_some(entry)
+            }))
         })
     }
 

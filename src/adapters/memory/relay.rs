@@ -109,7 +109,7 @@ impl Relay for MemoryRelay {
             accepted: fresh.len(),
             duplicates: plan.duplicates,
         };
-        relay_core::touch(state.registered(device)?, now_ms);
+        relay_core::touch_lazily(state.registered(device)?, now_ms);
         Ok(outcome)
     }
 
@@ -143,7 +143,7 @@ impl Relay for MemoryRelay {
             }
         }
         if let Some(entry) = state.roster.get_mut(&reader) {
-            relay_core::touch(entry, now_ms);
+            relay_core::touch_lazily(entry, now_ms);
         }
         Ok(batch)
     }

@@ -28,7 +28,9 @@ use crate::domain::oplog::{
     fold, ChainHead, ChainTip, Checkpoint, CheckpointError, Frontier, Hlc, OpAuthor, OpId,
     OpPayload, OpRecord, Scope, Surface, VerifyError,
 };
-use crate::ports::{PullBatch, PullCursors, Relay, RelayError, RosterEntry};
+use crate::ports::{
+    PullBatch, PullCursors, Relay, RelayError, RosterEntry, LAST_SEEN_RESOLUTION_MS,
+};
 
 mod pull;
 mod push;

@@ -23,39 +23,42 @@ pub async fn roster_tracks_last_seen_and_acks(relay: &dyn Relay) {
         ],
         "the roster after two registrations"
     );
+    // Within the resolution a push or pull may leave last-seen alone; past it, it must not.
+    let res = LAST_SEEN_RESOLUTION_MS;
     let ops = chain(a, 2, 1_000);
     relay.push(a, &ops, 120).await.expect("push");
+    relay.push(a, &ops, 100 + res).await.expect("re-push");
     assert_eq!(
         entry(relay, a).await.last_seen_ms,
-        120,
-        "push must refresh last-seen"
+        100 + res,
+        "push must refresh a last-seen LAST_SEEN_RESOLUTION_MS old"
     );
     relay
-        .pull(b, &PullCursors::new(), 10, 130)
+        .pull(b, &PullCursors::new(), 10, 110 + res)
         .await
         .expect("pull");
     assert_eq!(
         entry(relay, b).await.last_seen_ms,
-        130,
-        "pull must refresh last-seen"
+        110 + res,
+        "pull must refresh a last-seen LAST_SEEN_RESOLUTION_MS old"
     );
     let acked = frontier_of(&[&ops]);
-    relay.ack(b, &acked, 140).await.expect("ack");
+    relay.ack(b, &acked, 120 + res).await.expect("ack");
     assert_eq!(
         entry(relay, b).await,
-        expect(b, 110, 140, acked.clone()),
-        "ack"
+        expect(b, 110, 120 + res, acked.clone()),
+        "ack refreshes last-seen at once"
     );
-    relay.register(a, 150).await.expect("register again");
+    relay.register(a, 130 + res).await.expect("register again");
     let mut roster = relay.roster().await.expect("roster");
     roster.sort_by_key(|e| e.device);
     assert_eq!(
         roster,
         vec![
-            expect(a, 100, 150, Frontier::new()),
-            expect(b, 110, 140, acked)
+            expect(a, 100, 130 + res, Frontier::new()),
+            expect(b, 110, 120 + res, acked)
         ],
-        "the final roster"
+        "register refreshes last-seen at once"
     );
 }
 
