@@ -12,3 +12,4 @@ mod harness;
 mod metadata_conformance;
 mod retries;
 mod status;
+mod store_file;
