@@ -1,8 +1,8 @@
 //! Conformance suite for [`LeaseCoordinator`]: one function per contract clause of
 //! [`ports::lease`](crate::ports::lease), each named after its clause.
 //!
-//! Adapter authors implement [`LeaseFixture`] (the coordinator under test, the [`ManualClock`]
-//! it reads, and optionally a restart) and run the suite with
+//! Adapter authors implement [`LeaseFixture`] (the coordinator under test, the time of the
+//! clock it reads and a way to move that clock forward, and optionally a restart) and run the suite with
 //! [`lease_conformance_tests!`](crate::lease_conformance_tests), which stamps one `#[test]` per
 //! clause:
 //!
@@ -11,7 +11,7 @@
 //! use tandem::adapters::memory::InMemoryLeaseCoordinator;
 //! use tandem::adapters::system::ManualClock;
 //! use tandem::ports::conformance::lease::LeaseFixture;
-//! use tandem::ports::LeaseCoordinator;
+//! use tandem::ports::{Clock, LeaseCoordinator};
 //!
 //! struct Memory(Arc<ManualClock>, InMemoryLeaseCoordinator);
 //!
@@ -19,8 +19,11 @@
 //!     fn coordinator(&self) -> &dyn LeaseCoordinator {
 //!         &self.1
 //!     }
-//!     fn clock(&self) -> &ManualClock {
-//!         &self.0
+//!     fn now_ms(&self) -> u64 {
+//!         self.0.now_ms() as u64
+//!     }
+//!     fn advance_ms(&self, ms: u64) {
+//!         self.0.advance(ms as i64);
 //!     }
 //!     fn restart(&mut self) -> bool {
 //!         false // nothing survives: the restart part of the suite is skipped
@@ -41,18 +44,20 @@ use std::future::Future;
 
 use uuid::Uuid;
 
-use crate::adapters::system::ManualClock;
 use crate::domain::ids::{DeviceId, Epoch};
 use crate::domain::oplog::{Lease, LeaseError};
-use crate::ports::{Clock, LeaseCoordinator, LeaseCoordinatorError};
+use crate::ports::{LeaseCoordinator, LeaseCoordinatorError};
 
 /// What the suite needs from an adapter: the coordinator, the clock it reads, and a restart.
 pub trait LeaseFixture: Send + Sync {
     /// The coordinator under test.
     fn coordinator(&self) -> &dyn LeaseCoordinator;
 
-    /// The clock the coordinator reads; the suite only moves it forward.
-    fn clock(&self) -> &ManualClock;
+    /// The time of the clock the coordinator reads, in Unix milliseconds.
+    fn now_ms(&self) -> u64;
+
+    /// Moves the coordinator's clock forward by `ms` (the suite never moves it back).
+    fn advance_ms(&self, ms: u64);
 
     /// Replaces the coordinator with a fresh one over the same storage and clock, as a
     /// restarted process would see it. Returns `false` (and changes nothing) for adapters
@@ -121,14 +126,6 @@ fn device(n: u128) -> DeviceId {
     .expect("non-nil")
 }
 
-fn now(clock: &ManualClock) -> u64 {
-    u64::try_from(clock.now_ms()).expect("the suite's clock reads a non-negative time")
-}
-
-fn advance(clock: &ManualClock, ms: u64) {
-    clock.advance(i64::try_from(ms).expect("a small step"));
-}
-
 /// The refusal behind `result`, or a panic naming `what` if it succeeded or failed otherwise.
 fn refusal<T: std::fmt::Debug>(result: Result<T, LeaseCoordinatorError>, what: &str) -> LeaseError {
     match result {
@@ -154,7 +151,7 @@ async fn current(f: &dyn LeaseFixture, resource: &str) -> Option<Lease> {
 /// `acquire_when_free_or_expired_only`
 pub async fn acquire_when_free_or_expired_only(f: &mut dyn LeaseFixture) {
     let (a, b) = (device(1), device(2));
-    let t0 = now(f.clock());
+    let t0 = f.now_ms();
     let first = acquire(f, RESOURCE, a, TTL).await;
     assert_eq!(
         (first.resource.as_str(), first.holder, first.epoch),
@@ -176,7 +173,7 @@ pub async fn acquire_when_free_or_expired_only(f: &mut dyn LeaseFixture) {
     let err = refusal(f.coordinator().acquire(RESOURCE, a, TTL).await, "own lease");
     assert_eq!(err, held, "even the holder cannot re-acquire a live lease");
 
-    advance(f.clock(), TTL - 1);
+    f.advance_ms(TTL - 1);
     let err = refusal(f.coordinator().acquire(RESOURCE, b, TTL).await, "last ms");
     assert_eq!(err, held, "a lease is live until its expiry instant");
     assert_eq!(
@@ -185,7 +182,7 @@ pub async fn acquire_when_free_or_expired_only(f: &mut dyn LeaseFixture) {
         "a refused acquire changed the lease"
     );
 
-    advance(f.clock(), 1);
+    f.advance_ms(1);
     let second = acquire(f, RESOURCE, b, TTL).await;
     assert_eq!(
         (second.holder, second.epoch),
@@ -225,9 +222,9 @@ pub async fn epochs_strictly_increase_and_are_never_reused(f: &mut dyn LeaseFixt
                 .release(RESOURCE, holder, lease.epoch)
                 .await
                 .expect("release"),
-            1 => advance(f.clock(), TTL),
+            1 => f.advance_ms(TTL),
             _ => {
-                advance(f.clock(), TTL + 5);
+                f.advance_ms(TTL + 5);
                 f.coordinator()
                     .release(RESOURCE, holder, lease.epoch)
                     .await
@@ -260,7 +257,7 @@ pub async fn epochs_strictly_increase_and_are_never_reused(f: &mut dyn LeaseFixt
         matches!(err, LeaseError::Held { holder, .. } if holder == holders[0]),
         "a live lease must still be held after a restart, got {err:?}"
     );
-    advance(f.clock(), TTL);
+    f.advance_ms(TTL);
     assert!(f.restart(), "a durable fixture restarts every time");
     let after_expiry = acquire(f, RESOURCE, holders[1], TTL).await;
     assert_eq!(
@@ -278,7 +275,7 @@ pub async fn renew_by_holder_before_expiry_only(f: &mut dyn LeaseFixture) {
     assert_eq!(err, LeaseError::NotLeased, "nothing to renew");
 
     let lease = acquire(f, RESOURCE, a, TTL).await;
-    advance(f.clock(), TTL / 2);
+    f.advance_ms(TTL / 2);
     let renewed = f
         .coordinator()
         .renew(RESOURCE, a, lease.epoch, TTL)
@@ -288,7 +285,7 @@ pub async fn renew_by_holder_before_expiry_only(f: &mut dyn LeaseFixture) {
     assert_eq!(renewed.holder, a);
     assert_eq!(
         renewed.expires_at_ms,
-        now(f.clock()) + TTL,
+        f.now_ms() + TTL,
         "renew extends to now + ttl"
     );
     assert_eq!(current(f, RESOURCE).await, Some(renewed.clone()));
@@ -318,7 +315,7 @@ pub async fn renew_by_holder_before_expiry_only(f: &mut dyn LeaseFixture) {
         "a refused renew changed the lease"
     );
 
-    advance(f.clock(), TTL);
+    f.advance_ms(TTL);
     let err = refusal(
         f.coordinator().renew(RESOURCE, a, lease.epoch, TTL).await,
         "expired",
@@ -396,7 +393,7 @@ pub async fn release_by_holder_only(f: &mut dyn LeaseFixture) {
 
     // A holder fenced out by a later lease cannot release it.
     let old = acquire(f, RESOURCE, a, TTL).await;
-    advance(f.clock(), TTL);
+    f.advance_ms(TTL);
     let newer = acquire(f, RESOURCE, b, TTL).await;
     let err = refusal(
         f.coordinator().release(RESOURCE, a, old.epoch).await,
@@ -421,7 +418,7 @@ pub async fn current_reads_the_latest_lease(f: &mut dyn LeaseFixture) {
     let lease = acquire(f, RESOURCE, a, TTL).await;
     assert_eq!(current(f, RESOURCE).await, Some(lease.clone()));
 
-    advance(f.clock(), 10);
+    f.advance_ms(10);
     let renewed = f
         .coordinator()
         .renew(RESOURCE, a, lease.epoch, TTL)
@@ -429,7 +426,7 @@ pub async fn current_reads_the_latest_lease(f: &mut dyn LeaseFixture) {
         .expect("renew");
     assert_eq!(current(f, RESOURCE).await, Some(renewed.clone()));
 
-    advance(f.clock(), TTL);
+    f.advance_ms(TTL);
     assert_eq!(
         current(f, RESOURCE).await,
         Some(renewed.clone()),
@@ -475,7 +472,7 @@ pub async fn resources_are_independent(f: &mut dyn LeaseFixture) {
 
     let again = acquire(f, one, b, TTL).await;
     assert_eq!(again.epoch, Epoch::new(2));
-    advance(f.clock(), TTL);
+    f.advance_ms(TTL);
     assert!(
         f.coordinator()
             .renew(one, b, again.epoch, TTL)

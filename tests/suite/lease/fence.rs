@@ -1,11 +1,9 @@
 //! The dispatch fence over a coordinator's linearizable read: every decision branch, computed
 //! from `current()` and `check_dispatch`, on every adapter.
 
-use tandem::adapters::system::ManualClock;
 use tandem::domain::oplog::{check_dispatch, DispatchDecision};
 use tandem::domain::{DeviceId, Epoch};
 use tandem::ports::conformance::lease::LeaseFixture;
-use tandem::ports::{Clock, LeaseCoordinator};
 use uuid::Uuid;
 
 use super::fixtures::{Memory, SqliteFile};
@@ -19,46 +17,40 @@ fn device(n: u128) -> DeviceId {
 
 /// The fence as a dispatcher runs it: read the lease, then decide at the clock's time.
 async fn fence(
-    c: &dyn LeaseCoordinator,
-    clock: &ManualClock,
+    f: &dyn LeaseFixture,
     committed: bool,
     me: DeviceId,
     epoch: Epoch,
 ) -> DispatchDecision {
-    let current = c.current(RESOURCE).await.expect("current");
-    let now = u64::try_from(clock.now_ms()).expect("positive time");
-    check_dispatch(committed, current.as_ref(), me, epoch, now)
+    let current = f.coordinator().current(RESOURCE).await.expect("current");
+    check_dispatch(committed, current.as_ref(), me, epoch, f.now_ms())
 }
 
 async fn every_branch(f: &dyn LeaseFixture) {
-    let (c, clock) = (f.coordinator(), f.clock());
+    let c = f.coordinator();
     let (a, b) = (device(1), device(2));
     let (e1, e2) = (Epoch::new(1), Epoch::new(2));
     use DispatchDecision::{AlreadyCommitted, NotHeld, Proceed, StaleEpoch};
 
-    assert_eq!(
-        fence(c, clock, false, a, e1).await,
-        NotHeld,
-        "never acquired"
-    );
+    assert_eq!(fence(f, false, a, e1).await, NotHeld, "never acquired");
 
     let lease = c.acquire(RESOURCE, a, TTL).await.expect("acquire");
     assert_eq!(lease.epoch, e1);
-    assert_eq!(fence(c, clock, false, a, e1).await, Proceed, "the holder");
+    assert_eq!(fence(f, false, a, e1).await, Proceed, "the holder");
     assert_eq!(
-        fence(c, clock, true, a, e1).await,
+        fence(f, true, a, e1).await,
         AlreadyCommitted,
         "a committed run is never dispatched again, even by the holder"
     );
     assert_eq!(
-        fence(c, clock, false, b, e1).await,
+        fence(f, false, b, e1).await,
         NotHeld,
         "another device claiming the holder's epoch"
     );
 
-    clock.advance(TTL as i64);
+    f.advance_ms(TTL);
     assert_eq!(
-        fence(c, clock, false, a, e1).await,
+        fence(f, false, a, e1).await,
         NotHeld,
         "the holder's lease expired"
     );
@@ -66,29 +58,25 @@ async fn every_branch(f: &dyn LeaseFixture) {
     let taken = c.acquire(RESOURCE, b, TTL).await.expect("take over");
     assert_eq!(taken.epoch, e2);
     assert_eq!(
-        fence(c, clock, false, a, e1).await,
+        fence(f, false, a, e1).await,
         StaleEpoch { current: e2 },
         "the old holder is fenced out by the new epoch"
     );
     assert_eq!(
-        fence(c, clock, true, a, e1).await,
+        fence(f, true, a, e1).await,
         AlreadyCommitted,
         "the committed-run oracle is read before the epoch"
     );
-    assert_eq!(
-        fence(c, clock, false, b, e2).await,
-        Proceed,
-        "the new holder"
-    );
+    assert_eq!(fence(f, false, b, e2).await, Proceed, "the new holder");
 
     c.release(RESOURCE, b, e2).await.expect("release");
     assert_eq!(
-        fence(c, clock, false, b, e2).await,
+        fence(f, false, b, e2).await,
         NotHeld,
         "the holder released its lease"
     );
     assert_eq!(
-        fence(c, clock, false, a, e1).await,
+        fence(f, false, a, e1).await,
         NotHeld,
         "nothing is held after a release"
     );

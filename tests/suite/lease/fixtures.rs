@@ -7,7 +7,7 @@ use tandem::adapters::memory::InMemoryLeaseCoordinator;
 use tandem::adapters::sqlite::SqliteLeaseCoordinator;
 use tandem::adapters::system::ManualClock;
 use tandem::ports::conformance::lease::LeaseFixture;
-use tandem::ports::LeaseCoordinator;
+use tandem::ports::{Clock, LeaseCoordinator};
 
 /// An arbitrary, realistic start time (Unix ms).
 pub const T0: i64 = 1_700_000_000_000;
@@ -32,8 +32,12 @@ impl LeaseFixture for Memory {
     fn coordinator(&self) -> &dyn LeaseCoordinator {
         &self.coordinator
     }
-    fn clock(&self) -> &ManualClock {
-        &self.clock
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.clock.now_ms()).expect("the clock starts at T0")
+    }
+    fn advance_ms(&self, ms: u64) {
+        self.clock
+            .advance(i64::try_from(ms).expect("the suite moves the clock in small steps"));
     }
     fn restart(&mut self) -> bool {
         false
@@ -73,8 +77,12 @@ impl LeaseFixture for SqliteFile {
     fn coordinator(&self) -> &dyn LeaseCoordinator {
         &self.coordinator
     }
-    fn clock(&self) -> &ManualClock {
-        &self.clock
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.clock.now_ms()).expect("the clock starts at T0")
+    }
+    fn advance_ms(&self, ms: u64) {
+        self.clock
+            .advance(i64::try_from(ms).expect("the suite moves the clock in small steps"));
     }
     fn restart(&mut self) -> bool {
         self.coordinator = open(&self.path(), &self.clock);
