@@ -253,6 +253,16 @@ mod tests {
         }
     }
 
+    /// A refresher that must be called exactly once and hands out `a2` / `r2`.
+    fn refreshes_once_to_a2() -> MockTokenRefresher {
+        let mut refresher = MockTokenRefresher::new();
+        refresher
+            .expect_refresh()
+            .times(1)
+            .returning(|_| Ok(pair("a2", "r2")));
+        refresher
+    }
+
     fn unauthenticated() -> CloudError {
         CloudError::Unauthenticated {
             code: Some("PGRST301".into()),
@@ -404,11 +414,7 @@ mod tests {
     #[tokio::test]
     async fn call_refreshes_once_on_401_and_retries_with_the_new_token() {
         let state = AuthState::with_context(context("a1", "r1"));
-        let mut refresher = MockTokenRefresher::new();
-        refresher
-            .expect_refresh()
-            .times(1)
-            .returning(|_| Ok(pair("a2", "r2")));
+        let refresher = refreshes_once_to_a2();
         let mut seen = Vec::new();
         let got = state
             .call(&refresher, |token| {
@@ -431,11 +437,7 @@ mod tests {
     #[tokio::test]
     async fn call_gives_up_after_one_refresh() {
         let state = AuthState::with_context(context("a1", "r1"));
-        let mut refresher = MockTokenRefresher::new();
-        refresher
-            .expect_refresh()
-            .times(1)
-            .returning(|_| Ok(pair("a2", "r2")));
+        let refresher = refreshes_once_to_a2();
         let mut calls = 0;
         let err = state
             .call(&refresher, |_| {
