@@ -26,11 +26,10 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 use serde_json::error::Category;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::canonical::{write_canonical_json, write_json_string};
 use super::fold::{prepare, FoldError, State};
-use super::frontier::hlc_json;
 use super::hlc::Hlc;
 use super::op::OpId;
 use super::scope::Scope;
@@ -83,61 +82,16 @@ struct EntryDoc {
     scope: Scope,
 }
 
-fn entry_json(op_id: &OpId, hlc: &Hlc, scope: &Scope, payload: &Value) -> Value {
-    let mut m = Map::new();
-    m.insert("hlc".into(), hlc_json(hlc));
-    m.insert("op_id".into(), Value::from(op_id.to_string()));
-    m.insert("payload".into(), payload.clone());
-    m.insert("scope".into(), Value::from(scope.to_string()));
-    Value::Object(m)
-}
-
 impl State {
-    /// The canonical JSON value of the state (see the module docs).
+    /// The canonical JSON value of the state (see the module docs): its canonical bytes,
+    /// parsed.
     pub fn to_canonical_json(&self) -> Value {
-        let mut events = Map::new();
-        for (surface, stream) in &self.events {
-            let entries = stream
-                .values()
-                .map(|e| entry_json(&e.op_id, &e.hlc, &e.scope, &e.payload));
-            events.insert(surface.to_string(), Value::Array(entries.collect()));
-        }
-        let mut records = Map::new();
-        for ((surface, scope, key), r) in &self.records {
-            let by_scope = records
-                .entry(surface.to_string())
-                .or_insert_with(|| Value::Object(Map::new()));
-            if let Value::Object(by_scope) = by_scope {
-                let by_key = by_scope
-                    .entry(scope.to_string())
-                    .or_insert_with(|| Value::Object(Map::new()));
-                if let Value::Object(by_key) = by_key {
-                    by_key.insert(
-                        key.clone(),
-                        entry_json(&r.op_id, &r.hlc, &r.scope, &r.payload),
-                    );
-                }
-            }
-        }
-        let mut intents = Map::new();
-        for view in self.intents.views() {
-            let entries = self
-                .intents
-                .entries(&view.intent_id)
-                .map(|e| entry_json(&e.op_id, &e.hlc, &e.scope, &e.payload));
-            intents.insert(view.intent_id.to_string(), Value::Array(entries.collect()));
-        }
-        let mut doc = Map::new();
-        doc.insert("events".into(), Value::Object(events));
-        doc.insert("intents".into(), Value::Object(intents));
-        doc.insert("records".into(), Value::Object(records));
-        doc.insert("v".into(), Value::from(STATE_LAYOUT_VERSION));
-        Value::Object(doc)
+        serde_json::from_slice(&self.to_canonical_bytes())
+            .expect("the state writer emits valid JSON")
     }
 
-    /// The canonical bytes of the state (see the module docs): the canonical JSON of
-    /// [`State::to_canonical_json`], written straight from the state without building (and
-    /// cloning every payload into) a JSON tree first.
+    /// The canonical bytes of the state (see the module docs), written straight from the state
+    /// without building (and cloning every payload into) a JSON tree first.
     pub fn to_canonical_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(4096);
         self.write_canonical_bytes(&mut out);
@@ -268,7 +222,7 @@ fn write_entries<'a>(
     out.push(b']');
 }
 
-/// The canonical JSON of [`entry_json`], written directly.
+/// One entry: `{"hlc": .., "op_id": .., "payload": .., "scope": ..}`, keys in canonical order.
 fn write_entry(out: &mut Vec<u8>, op_id: &OpId, hlc: &Hlc, scope: &Scope, payload: &Value) {
     out.extend_from_slice(b"{\"hlc\":{\"counter\":");
     out.extend_from_slice(hlc.counter.to_string().as_bytes());
