@@ -14,7 +14,6 @@ use super::roster;
 use crate::adapters::relay_core;
 use crate::domain::ids::{DeviceId, Seq};
 use crate::domain::oplog::{ChainHead, Checkpoint, Frontier, OpRecord};
-use crate::ports::relay::LAST_SEEN_RESOLUTION_MS;
 use crate::ports::{GcReport, PullBatch, PullCursors, PushOutcome, RelayError, RosterEntry};
 
 /// The state shared by every call: where the relay lives, its segment size, read counters.
@@ -49,10 +48,10 @@ impl Inner {
     /// fresher than the resolution (then the roster is only read, not rewritten);
     /// unregistered devices are left alone.
     fn touch(&self, device: DeviceId, now_ms: u64) -> Result<(), RelayError> {
-        let fresh = roster::read(&self.layout, device)?.is_some_and(|entry| {
-            now_ms < entry.last_seen_ms.saturating_add(LAST_SEEN_RESOLUTION_MS)
-        });
-        if fresh {
+        // A lock-free probe first: most pushes and pulls fall within the resolution.
+        let due = roster::read(&self.layout, device)?
+            .is_some_and(|mut entry| relay_core::touch_lazily(&mut entry, now_ms));
+        if !due {
             return Ok(());
         }
         roster::update(&self.layout, device, |current| {
