@@ -21,12 +21,45 @@ pub struct IdError {
     pub reason: &'static str,
 }
 
+/// Deserializes a value from a string with `parse`, borrowing the string where the format
+/// allows: ids are parsed by the hundred thousand when a checkpoint is read, and going through
+/// an owned `String` for each would allocate for nothing.
+pub(crate) fn deserialize_parsed<'de, D, T>(
+    deserializer: D,
+    expecting: &'static str,
+    parse: fn(&str) -> Result<T, IdError>,
+) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    struct Parsed<T> {
+        expecting: &'static str,
+        parse: fn(&str) -> Result<T, IdError>,
+    }
+    impl<T> serde::de::Visitor<'_> for Parsed<T> {
+        type Value = T;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(self.expecting)
+        }
+        fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<T, E> {
+            (self.parse)(s).map_err(E::custom)
+        }
+    }
+    deserializer.deserialize_str(Parsed { expecting, parse })
+}
+
 macro_rules! uuid_id {
     ($(#[$doc:meta])* $name:ident, $kind:literal) => {
         $(#[$doc])*
-        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-        #[serde(try_from = "String", into = "String")]
+        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+        #[serde(into = "String")]
         pub struct $name(Uuid);
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                deserialize_parsed(d, concat!("a ", $kind, " id (a UUID)"), Self::parse)
+            }
+        }
 
         impl $name {
             /// Parses the hyphenated UUID form; the nil UUID is rejected.

@@ -290,11 +290,22 @@ pub fn open_with_aad(
     aad: &[u8],
     sealed: &SealedContent,
 ) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+    open_parts_with_aad(key, aad, &sealed.nonce, &sealed.ciphertext)
+}
+
+/// [`open_with_aad`] over a nonce and ciphertext borrowed from elsewhere (a large sealed body
+/// need not be copied into a [`SealedContent`] first).
+pub fn open_parts_with_aad(
+    key: &SessionKey,
+    aad: &[u8],
+    nonce: &[u8; NONCE_LEN],
+    ciphertext: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
     open_raw(
         key.expose_secret(),
-        &sealed.nonce,
+        nonce,
         &encode_generic_aad(aad),
-        &sealed.ciphertext,
+        ciphertext,
     )
 }
 

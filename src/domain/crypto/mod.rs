@@ -40,8 +40,8 @@ pub mod session_key;
 mod test_support;
 
 pub use envelope::{
-    open_message, open_with_aad, seal_message, seal_with_aad, Algorithm, MessageAad, SealedContent,
-    SealedContentWire, NONCE_LEN, TAG_LEN,
+    open_message, open_parts_with_aad, open_with_aad, seal_message, seal_with_aad, Algorithm,
+    MessageAad, SealedContent, SealedContentWire, NONCE_LEN, TAG_LEN,
 };
 pub use error::CryptoError;
 pub use identity::{DevicePublicKeys, DevicePublicKeysWire, DeviceSecretKeys};

@@ -29,9 +29,19 @@ use crate::domain::ids::{DeviceId, IdError, Seq};
 pub const SEALED_NONCE_LEN: usize = 24;
 
 /// The content address of an op: a SHA-256 digest, shown as 64 lowercase hex characters.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(into = "String")]
 pub struct OpId([u8; 32]);
+
+impl<'de> Deserialize<'de> for OpId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        crate::domain::ids::deserialize_parsed(
+            d,
+            "an op id (64 lowercase hex characters)",
+            Self::parse,
+        )
+    }
+}
 
 impl OpId {
     /// Wraps a digest.

@@ -62,7 +62,7 @@ use super::payload::validate_payload;
 use super::scope::Scope;
 use super::surface::Surface;
 use crate::domain::crypto::{
-    open_with_aad, seal_with_aad, Algorithm, CryptoError, KeyEpoch, SealedContent, SessionKey,
+    open_parts_with_aad, seal_with_aad, Algorithm, CryptoError, KeyEpoch, SessionKey,
 };
 
 /// Domain-separation tag of an op payload's associated data.
@@ -236,13 +236,13 @@ pub fn open_op(
             offered: key_epoch,
         });
     }
-    let content = SealedContent {
-        alg: Algorithm::XChaCha20Poly1305,
-        nonce: *nonce,
-        ciphertext: ciphertext.clone(),
-    };
-    let plaintext = open_with_aad(key, &op_seal_aad(&op.header_bytes(), sealed), &content)
-        .map_err(|_| SealError::Decrypt { op_id })?;
+    let plaintext = open_parts_with_aad(
+        key,
+        &op_seal_aad(&op.header_bytes(), sealed),
+        nonce,
+        ciphertext,
+    )
+    .map_err(|_| SealError::Decrypt { op_id })?;
     let value: Value =
         serde_json::from_slice(&plaintext).map_err(|_| SealError::MalformedPlaintext { op_id })?;
     Ok(op.opened_copy(value))
@@ -324,18 +324,21 @@ pub fn open_checkpoint(
             offered: key_epoch,
         });
     }
-    let content = SealedContent {
-        alg: Algorithm::XChaCha20Poly1305,
-        nonce,
-        ciphertext: ciphertext.to_vec(),
-    };
-    let plaintext = open_with_aad(key, &checkpoint_aad(cp, scope, key_epoch), &content)
-        .map_err(|_| SealError::CheckpointDecrypt { id })?;
+    let mut plaintext = open_parts_with_aad(
+        key,
+        &checkpoint_aad(cp, scope, key_epoch),
+        &nonce,
+        ciphertext,
+    )
+    .map_err(|_| SealError::CheckpointDecrypt { id })?;
+    // The state leaves the zeroizing wrapper whole instead of being copied out of it: a
+    // checkpoint's plaintext lives on as the returned checkpoint's state either way.
+    let state = std::mem::take(&mut *plaintext);
     Ok(Checkpoint::from_parts(
         id,
         cp.frontier().clone(),
         cp.state_hash(),
-        plaintext.to_vec(),
+        state,
     ))
 }
 

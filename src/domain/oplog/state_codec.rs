@@ -28,7 +28,7 @@ use serde::Deserialize;
 use serde_json::error::Category;
 use serde_json::Value;
 
-use super::canonical::{write_canonical_json, write_json_string};
+use super::canonical::{write_canonical_json, write_display, write_hex, write_json_string};
 use super::fold::{prepare, FoldError, State};
 use super::hlc::Hlc;
 use super::op::OpId;
@@ -185,7 +185,10 @@ impl State {
                 }
             }
         }
-        if state.to_canonical_bytes() != bytes {
+        // Re-encoded into one buffer of the input's size: no regrowth for a large state.
+        let mut again = Vec::with_capacity(bytes.len());
+        state.write_canonical_bytes(&mut again);
+        if again != bytes {
             return Err(StateDecodeError::NonCanonical);
         }
         Ok(state)
@@ -225,18 +228,28 @@ fn write_entries<'a>(
 /// One entry: `{"hlc": .., "op_id": .., "payload": .., "scope": ..}`, keys in canonical order.
 fn write_entry(out: &mut Vec<u8>, op_id: &OpId, hlc: &Hlc, scope: &Scope, payload: &Value) {
     out.extend_from_slice(b"{\"hlc\":{\"counter\":");
-    out.extend_from_slice(hlc.counter.to_string().as_bytes());
+    write_display(out, hlc.counter);
     out.extend_from_slice(b",\"device\":\"");
     // A UUID's text form needs no escaping.
-    out.extend_from_slice(hlc.device.to_string().as_bytes());
+    let mut uuid = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    out.extend_from_slice(
+        hlc.device
+            .as_uuid()
+            .hyphenated()
+            .encode_lower(&mut uuid)
+            .as_bytes(),
+    );
     out.extend_from_slice(b"\",\"wall_ms\":");
-    out.extend_from_slice(hlc.wall_ms.to_string().as_bytes());
+    write_display(out, hlc.wall_ms);
     out.extend_from_slice(b"},\"op_id\":\"");
-    out.extend_from_slice(op_id.to_string().as_bytes());
+    write_hex(out, op_id.as_bytes());
     out.extend_from_slice(b"\",\"payload\":");
     write_canonical_json(payload, out);
     out.extend_from_slice(b",\"scope\":");
-    write_json_string(&scope.to_string(), out);
+    match scope {
+        Scope::Personal => out.extend_from_slice(b"\"personal\""),
+        Scope::Shared { .. } => write_json_string(&scope.to_string(), out),
+    }
     out.push(b'}');
 }
 
