@@ -295,6 +295,8 @@ pub fn bootstrap_worker(role: &WorkerRole, side: Side, p: &BootstrapParams) {
         for ext in ["db", "db-wal", "db-shm"] {
             let _ = std::fs::remove_file(scratch.path().join(format!("{name}.{ext}")));
         }
+        // The journal's base checkpoint state file.
+        let _ = std::fs::remove_dir_all(scratch.path().join(format!("{name}.db-base")));
         assert_eq!(got, p.n, "C holds {got} of {} messages", p.n);
         assert_eq!(
             report.rebased,

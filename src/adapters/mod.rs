@@ -1,5 +1,6 @@
 //! Adapters: concrete technologies behind the ports. Only the app and the binary name them.
 
+pub(crate) mod atomic_file;
 pub mod fs_relay;
 pub mod keys;
 pub mod memory;

@@ -37,6 +37,10 @@
 //! - `install_base_refuses_forks_and_regressions`: a checkpoint naming a different op at a
 //!   held seq MUST fail with [`JournalError::Fork`]; one covering less of some chain than the
 //!   current base with [`JournalError::BaseRegression`]; nothing changes.
+//! - `stage_base_changes_nothing_until_installed`: after [`Journal::stage_base`] the base,
+//!   frontier and ops MUST read back as before; installing the staged checkpoint afterwards
+//!   MUST then behave as an install without staging, and [`Journal::base_checkpoint`] MUST
+//!   return its state byte for byte.
 //! - `local_device_id_is_sticky`: [`Journal::local_device_id`] MUST persist the first
 //!   candidate and return it for every later call.
 //!
@@ -153,4 +157,13 @@ pub trait Journal: Send + Sync + Debug + 'static {
 
     /// Makes `checkpoint` the base: drops the ops it covers and raises heads and cursors.
     fn install_base(&self, checkpoint: &Checkpoint) -> Result<(), JournalError>;
+
+    /// Optionally writes `checkpoint`'s state durably ahead of [`Journal::install_base`], so a
+    /// caller can do it while it verifies the checkpoint and the install itself only commits a
+    /// small record. Staging changes nothing the journal reports; a staged checkpoint that is
+    /// never installed is discarded by a later install or reopen. The default does nothing.
+    fn stage_base(&self, checkpoint: &Checkpoint) -> Result<(), JournalError> {
+        let _ = checkpoint;
+        Ok(())
+    }
 }

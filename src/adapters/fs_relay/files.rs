@@ -4,51 +4,24 @@
 //! A checked file is `<SHA-256 of the body, 64 lowercase hex>\n<body>`: any damage to a roster
 //! entry, manifest or checkpoint is caught on read, even one that would still parse.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{ErrorKind, Read, Write};
+use std::fs::{self, File};
+use std::io::{ErrorKind, Read};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use sha2::{Digest, Sha256};
 
 use super::error::{corrupt, io_err};
+use crate::adapters::atomic_file;
 use crate::ports::RelayError;
 
 /// Small files (roster entries, manifests, checkpoints) larger than this are refused as corrupt
 /// rather than read into memory.
 pub(crate) const MAX_SMALL_FILE: u64 = 256 * 1024 * 1024;
 
-/// Prefix of temp files; readers listing a directory skip names starting with a dot.
-const TEMP_PREFIX: &str = ".tmp-";
-
-static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
-
 /// Replaces `path` with `bytes` atomically: readers see the old or the new content, never a
 /// mix, and after return the new content survives a crash.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), RelayError> {
-    let dir = parent(path);
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let temp = dir.join(format!(
-        "{TEMP_PREFIX}{name}-{}-{}",
-        std::process::id(),
-        TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    let result = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&temp)
-            .map_err(io_err("create", &temp))?;
-        file.write_all(bytes).map_err(io_err("write", &temp))?;
-        file.sync_all().map_err(io_err("fsync", &temp))?;
-        drop(file);
-        fs::rename(&temp, path).map_err(io_err("rename into", path))?;
-        sync_dir(dir)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&temp);
-    }
-    result
+    atomic_file::replace(path, bytes).map_err(step_err)
 }
 
 /// Reads a whole small file; `None` if it does not exist.
@@ -115,22 +88,14 @@ pub(crate) fn ensure_dir(dir: &Path) -> Result<(), RelayError> {
 
 /// Makes directory entries (creations, renames, removals) in `dir` durable.
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), RelayError> {
-    #[cfg(unix)]
-    {
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io_err("fsync directory", dir))?;
-    }
-    #[cfg(not(unix))]
-    let _ = dir;
-    Ok(())
+    atomic_file::sync_dir(dir).map_err(step_err)
+}
+
+fn step_err(e: atomic_file::FileStepError) -> RelayError {
+    io_err(e.op, &e.path)(e.source)
 }
 
 /// Whether a directory entry is a temp or hidden file that listings must skip.
 pub(crate) fn is_hidden(name: &str) -> bool {
     name.starts_with('.')
-}
-
-fn parent(path: &Path) -> &Path {
-    path.parent().unwrap_or(Path::new("."))
 }

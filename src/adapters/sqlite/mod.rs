@@ -5,6 +5,7 @@
 //! `synchronous=FULL` by default or `NORMAL` by option) and refuses to run if SQLite did not take
 //! them. The schema is embedded and versioned through `PRAGMA user_version`.
 
+mod base_file;
 mod cold_dead_letters;
 mod cold_keys;
 mod cold_store;

@@ -10,6 +10,11 @@
 //! Every write is one `BEGIN IMMEDIATE` transaction: a pulled batch's ops and the heads they
 //! advance commit together or not at all, and a crash at any point leaves the journal at a
 //! committed state from which the next pump resumes.
+//!
+//! A file-backed journal keeps its base checkpoint's state, which can be tens of megabytes, in
+//! a file beside the database rather than in `oplog_base` (schema migration 6; see
+//! [`base_file`](super::base_file)). The file is durable before the row naming it commits, so
+//! the two never disagree after a crash. An in-memory journal keeps the state inline.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -18,15 +23,16 @@ use std::sync::MutexGuard;
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 
 use crate::domain::ids::{DeviceId, Seq};
-use crate::domain::oplog::{ChainHead, Checkpoint, Frontier, OpId, OpRecord};
+use crate::domain::oplog::{ChainHead, Checkpoint, CheckpointId, Frontier, OpId, OpRecord};
 use crate::ports::{Journal, JournalCommit, JournalError, StoreError};
 
+use super::base_file::BaseFiles;
 use super::connection::SqliteOptions;
 use super::error::map_sqlite;
 use super::handle::DbHandle;
 use super::oplog_rows::{
-    checkpoint_from_sql, checkpoint_to_sql, head_from_row, op_from_sql, op_id_from_sql, op_to_sql,
-    seq_from_sql, seq_to_sql, HeadRow,
+    checkpoint_from_sql, checkpoint_to_sql, frontier_from_sql, head_from_row, op_from_sql,
+    op_id_from_sql, op_to_sql, seq_from_sql, seq_to_sql, HeadRow,
 };
 use super::SqliteStore;
 
@@ -44,17 +50,22 @@ const DELETE_OPS_UP_TO: &str = "DELETE FROM oplog_ops WHERE device = ?1 AND seq 
 const SELECT_CURSOR: &str = "SELECT next_seq FROM oplog_push_cursors WHERE device = ?1";
 const UPSERT_CURSOR: &str = "INSERT INTO oplog_push_cursors (device, next_seq) VALUES (?1, ?2) \
      ON CONFLICT (device) DO UPDATE SET next_seq = max(next_seq, excluded.next_seq)";
-const SELECT_BASE: &str =
-    "SELECT checkpoint_id, frontier, state_hash, state FROM oplog_base WHERE singleton = 1";
+const SELECT_BASE: &str = "SELECT checkpoint_id, frontier, state_hash, state, state_file \
+     FROM oplog_base WHERE singleton = 1";
+const SELECT_BASE_ID: &str = "SELECT checkpoint_id FROM oplog_base WHERE singleton = 1";
+const SELECT_BASE_FRONTIER: &str = "SELECT frontier FROM oplog_base WHERE singleton = 1";
 const UPSERT_BASE: &str =
-    "INSERT INTO oplog_base (singleton, checkpoint_id, frontier, state_hash, state) \
-     VALUES (1, ?1, ?2, ?3, ?4) ON CONFLICT (singleton) DO UPDATE SET \
+    "INSERT INTO oplog_base (singleton, checkpoint_id, frontier, state_hash, state, state_file) \
+     VALUES (1, ?1, ?2, ?3, ?4, ?5) ON CONFLICT (singleton) DO UPDATE SET \
      checkpoint_id = excluded.checkpoint_id, frontier = excluded.frontier, \
-     state_hash = excluded.state_hash, state = excluded.state";
+     state_hash = excluded.state_hash, state = excluded.state, state_file = excluded.state_file";
 
 /// The SQLite-backed journal. See the module docs.
 pub struct SqliteJournal {
     db: DbHandle,
+    /// Where the base checkpoint's state lives for a file-backed database (see
+    /// [`base_file`](super::base_file)); `None` in memory, where it stays inline.
+    base_files: Option<BaseFiles>,
 }
 
 impl std::fmt::Debug for SqliteJournal {
@@ -70,9 +81,12 @@ impl SqliteJournal {
     /// pending migrations. Use the store's file to keep everything in one database.
     pub fn open(path: impl AsRef<Path>, options: SqliteOptions) -> Result<Self, JournalError> {
         let path = path.as_ref();
-        Ok(Self {
+        let journal = Self {
             db: DbHandle::open(path, &options)?,
-        })
+            base_files: Some(BaseFiles::beside(path)),
+        };
+        journal.discard_stale_base_files()?;
+        Ok(journal)
     }
 
     /// Opens the journal in `store`'s database file, with the store's options. An in-memory
@@ -89,12 +103,31 @@ impl SqliteJournal {
     pub fn open_in_memory(options: SqliteOptions) -> Result<Self, JournalError> {
         Ok(Self {
             db: DbHandle::open_in_memory(&options)?,
+            base_files: None,
         })
     }
 
     /// The database file, or `None` in memory.
     pub fn path(&self) -> Option<&Path> {
         self.db.path()
+    }
+
+    /// Removes base state files no row names: left by a crash, by a staging never installed,
+    /// or by the base an install replaced. Runs under the write lock, so it cannot remove a
+    /// file between another connection's check for it and its install's commit.
+    fn discard_stale_base_files(&self) -> Result<(), JournalError> {
+        let Some(files) = &self.base_files else {
+            return Ok(());
+        };
+        self.write(|tx| {
+            let id: Option<String> = tx
+                .query_row(SELECT_BASE_ID, [], |r| r.get(0))
+                .optional()
+                .map_err(sql)?;
+            let id = id.map(|id| parse_checkpoint_id(&id)).transpose()?;
+            files.discard_except(id);
+            Ok(())
+        })
     }
 
     fn conn(&self) -> MutexGuard<'_, Connection> {
@@ -158,17 +191,47 @@ fn op_id_at(conn: &Connection, device: DeviceId, seq: Seq) -> Result<Option<OpId
     }
 }
 
-fn base_of(conn: &Connection) -> Result<Option<Checkpoint>, JournalError> {
-    let row: Option<(String, String, String, Vec<u8>)> = conn
+fn base_of(
+    conn: &Connection,
+    files: Option<&BaseFiles>,
+) -> Result<Option<Checkpoint>, JournalError> {
+    let row: Option<(String, String, String, Vec<u8>, bool)> = conn
         .prepare_cached(SELECT_BASE)
         .and_then(|mut s| {
-            s.query_row([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
-                .optional()
+            s.query_row([], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })
+            .optional()
         })
         .map_err(sql)?;
-    row.map(|(id, frontier, hash, state)| checkpoint_from_sql(&id, &frontier, &hash, state))
+    let Some((id, frontier, hash, mut state, in_file)) = row else {
+        return Ok(None);
+    };
+    if in_file {
+        let files = files.ok_or_else(|| {
+            JournalError::Store(StoreError::Corrupt(
+                "the base checkpoint's state is in a file, but this journal has none".into(),
+            ))
+        })?;
+        state = files.read(parse_checkpoint_id(&id)?)?;
+    }
+    Ok(Some(checkpoint_from_sql(&id, &frontier, &hash, state)?))
+}
+
+/// The base checkpoint's frontier, without reading its state (which can be large).
+fn base_frontier_of(conn: &Connection) -> Result<Option<Frontier>, JournalError> {
+    let row: Option<String> = conn
+        .prepare_cached(SELECT_BASE_FRONTIER)
+        .and_then(|mut s| s.query_row([], |r| r.get(0)).optional())
+        .map_err(sql)?;
+    row.map(|frontier| frontier_from_sql(&frontier))
         .transpose()
         .map_err(JournalError::from)
+}
+
+fn parse_checkpoint_id(id: &str) -> Result<CheckpointId, JournalError> {
+    CheckpointId::parse(id)
+        .map_err(|e| JournalError::Store(StoreError::Decode(format!("stored checkpoint id: {e}"))))
 }
 
 /// Stores one chain's ops (sorted by seq) after `head`; returns the new head and counts.
@@ -266,10 +329,10 @@ impl Journal for SqliteJournal {
             chain.sort_by_key(|op| op.seq());
         }
         self.write(|tx| {
-            let base = base_of(tx)?;
+            let base = base_frontier_of(tx)?;
             let mut counts = JournalCommit::default();
             for (device, chain) in &by_device {
-                let base_head = base.as_ref().and_then(|b| b.frontier().head(*device));
+                let base_head = base.as_ref().and_then(|b| b.head(*device));
                 commit_chain(tx, *device, chain, base_head, &mut counts)?;
             }
             Ok(counts)
@@ -339,14 +402,25 @@ impl Journal for SqliteJournal {
     }
 
     fn base_checkpoint(&self) -> Result<Option<Checkpoint>, JournalError> {
-        base_of(&self.conn())
+        base_of(&self.conn(), self.base_files.as_ref())
+    }
+
+    fn stage_base(&self, checkpoint: &Checkpoint) -> Result<(), JournalError> {
+        match &self.base_files {
+            Some(files) => files.write(checkpoint),
+            None => Ok(()),
+        }
     }
 
     fn install_base(&self, checkpoint: &Checkpoint) -> Result<(), JournalError> {
         let (id, frontier, hash, state) = checkpoint_to_sql(checkpoint)?;
-        self.write(|tx| {
-            if let Some(old) = base_of(tx)? {
-                for (device, held) in old.frontier().iter() {
+        let (state, in_file): (&[u8], bool) = match &self.base_files {
+            Some(_) => (&[], true),
+            None => (state, false),
+        };
+        let installed = self.write(|tx| {
+            if let Some(old) = base_frontier_of(tx)? {
+                for (device, held) in old.iter() {
                     match checkpoint.frontier().head(*device) {
                         Some(h) if h.seq > held.seq => {}
                         Some(h) if h.seq == held.seq && h.op_id == held.op_id => {}
@@ -389,9 +463,21 @@ impl Journal for SqliteJournal {
                 exec(tx, DELETE_OPS_UP_TO, params![device, seq])?;
                 exec(tx, UPSERT_CURSOR, params![device, next])?;
             }
-            exec(tx, UPSERT_BASE, params![id, frontier, hash, state])?;
+            if let Some(files) = &self.base_files {
+                // The state file (possibly staged earlier) is durable before the row naming
+                // it commits. Checked under the write lock: no discard can interleave.
+                files.ensure(checkpoint)?;
+            }
+            exec(tx, UPSERT_BASE, params![id, frontier, hash, state, in_file])?;
             Ok(())
-        })
+        });
+        // The old base's file (or, after a refusal, the one written for this checkpoint) is
+        // named by no row any more. Removing it is housekeeping: a failure only leaves a file
+        // for the next open to remove.
+        if let Err(e) = self.discard_stale_base_files() {
+            tracing::debug!(error = %e, "could not remove stale base state files");
+        }
+        installed
     }
 }
 
@@ -471,5 +557,126 @@ mod tests {
             .collect::<Result<_, _>>()
             .unwrap();
         assert_eq!(kinds, ["text", "text", "text", "blob", "blob"]);
+    }
+
+    /// A checkpoint at `ops[at]` with a state of some size.
+    fn checkpoint_at(ops: &[OpRecord], at: usize) -> Checkpoint {
+        let state = crate::domain::oplog::fold(&ops[..=at]).unwrap();
+        let mut frontier = Frontier::new();
+        for op in &ops[..=at] {
+            assert!(frontier.advance(op));
+        }
+        Checkpoint::new(frontier, &state)
+    }
+
+    fn base_dir(path: &Path) -> std::path::PathBuf {
+        path.with_file_name("j.db-base")
+    }
+
+    fn files_in(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .map(|e| e.unwrap().file_name().into_string().unwrap())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn a_file_backed_base_lives_in_one_file_beside_the_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.db");
+        let ops = chain(6);
+        let (first, second) = (checkpoint_at(&ops, 2), checkpoint_at(&ops, 4));
+        {
+            let journal = SqliteJournal::open(&path, SqliteOptions::default()).unwrap();
+            journal.commit(&ops).unwrap();
+            journal.install_base(&first).unwrap();
+            assert_eq!(
+                files_in(&base_dir(&path)),
+                [format!("{}.state", first.id())]
+            );
+            journal.stage_base(&second).unwrap();
+            journal.install_base(&second).unwrap();
+            // The row holds no state; the replaced base's file is gone.
+            let (inline, in_file): (Vec<u8>, bool) = journal
+                .conn()
+                .query_row("SELECT state, state_file FROM oplog_base", [], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .unwrap();
+            assert!(inline.is_empty() && in_file);
+            assert_eq!(
+                files_in(&base_dir(&path)),
+                [format!("{}.state", second.id())]
+            );
+        }
+        let journal = SqliteJournal::open(&path, SqliteOptions::default()).unwrap();
+        let base = journal.base_checkpoint().unwrap().unwrap();
+        assert_eq!(base, second);
+        base.verify().unwrap();
+        assert_eq!(
+            journal.ops_from(ops[0].device(), Seq::ZERO, 10).unwrap(),
+            ops[5..]
+        );
+    }
+
+    #[test]
+    fn files_no_row_names_are_removed_on_open_and_a_missing_one_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.db");
+        let ops = chain(6);
+        let (base, staged) = (checkpoint_at(&ops, 2), checkpoint_at(&ops, 4));
+        {
+            let journal = SqliteJournal::open(&path, SqliteOptions::default()).unwrap();
+            journal.commit(&ops).unwrap();
+            journal.install_base(&base).unwrap();
+            // A crash after staging, before the install committed, and one mid-write.
+            journal.stage_base(&staged).unwrap();
+            std::fs::write(base_dir(&path).join(".tmp-x.state-1-0"), b"partial").unwrap();
+            assert_eq!(files_in(&base_dir(&path)).len(), 3);
+        }
+        let journal = SqliteJournal::open(&path, SqliteOptions::default()).unwrap();
+        assert_eq!(files_in(&base_dir(&path)), [format!("{}.state", base.id())]);
+        assert_eq!(journal.base_checkpoint().unwrap(), Some(base.clone()));
+        // The base's file lost: a typed error naming it, not a panic or an empty state.
+        std::fs::remove_file(base_dir(&path).join(format!("{}.state", base.id()))).unwrap();
+        match journal.base_checkpoint() {
+            Err(JournalError::Store(StoreError::Corrupt(m))) => {
+                assert!(m.contains("missing"), "{m}")
+            }
+            other => panic!("expected a corrupt-store error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_inline_base_from_version_5_still_reads_and_in_memory_bases_stay_inline() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.db");
+        let ops = chain(4);
+        let cp = checkpoint_at(&ops, 1);
+        {
+            let mut conn = open_file(&path, &SqliteOptions::default()).unwrap();
+            migrate_to(&mut conn, 5).unwrap();
+            let (id, frontier, hash, state) = checkpoint_to_sql(&cp).unwrap();
+            conn.execute(
+                "INSERT INTO oplog_base (singleton, checkpoint_id, frontier, state_hash, state) \
+                 VALUES (1, ?1, ?2, ?3, ?4)",
+                params![id, frontier, hash, state],
+            )
+            .unwrap();
+        }
+        let journal = SqliteJournal::open(&path, SqliteOptions::default()).unwrap();
+        assert_eq!(journal.base_checkpoint().unwrap(), Some(cp.clone()));
+        assert!(files_in(&base_dir(&path)).is_empty());
+
+        let memory = SqliteJournal::open_in_memory(SqliteOptions::default()).unwrap();
+        memory.commit(&ops).unwrap();
+        memory.stage_base(&cp).unwrap();
+        memory.install_base(&cp).unwrap();
+        assert_eq!(memory.base_checkpoint().unwrap(), Some(cp));
     }
 }

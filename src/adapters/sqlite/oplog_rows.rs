@@ -109,15 +109,21 @@ pub(super) fn head_from_row(row: &Row<'_>) -> Result<(DeviceId, ChainHead), Stor
 /// A base checkpoint's column values: id, frontier JSON, state hash hex, state bytes.
 pub(super) fn checkpoint_to_sql(
     cp: &Checkpoint,
-) -> Result<(String, String, String, Vec<u8>), StoreError> {
+) -> Result<(String, String, String, &[u8]), StoreError> {
     let frontier =
         serde_json::to_string(cp.frontier()).map_err(|e| StoreError::Backend(Box::new(e)))?;
     Ok((
         cp.id().to_string(),
         frontier,
         crate::domain::oplog::canonical::to_hex(&cp.state_hash()),
-        cp.state_bytes().to_vec(),
+        cp.state_bytes(),
     ))
+}
+
+/// A stored base checkpoint's frontier.
+pub(super) fn frontier_from_sql(frontier: &str) -> Result<Frontier, StoreError> {
+    serde_json::from_str(frontier)
+        .map_err(|_| StoreError::Decode("stored checkpoint frontier is invalid".into()))
 }
 
 /// A stored base checkpoint (unverified: the caller verifies after opening it).
@@ -128,8 +134,7 @@ pub(super) fn checkpoint_from_sql(
     state: Vec<u8>,
 ) -> Result<Checkpoint, StoreError> {
     let id: CheckpointId = parse(id, "checkpoint id")?;
-    let frontier: Frontier = serde_json::from_str(frontier)
-        .map_err(|_| StoreError::Decode("stored checkpoint frontier is invalid".into()))?;
+    let frontier = frontier_from_sql(frontier)?;
     let hash = crate::domain::oplog::canonical::from_hex(state_hash)
         .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
         .ok_or_else(|| StoreError::Decode("stored state hash is invalid".into()))?;

@@ -169,6 +169,12 @@ const MIGRATIONS: &[&str] = &[
         SELECT device, seq, record FROM oplog_ops_v2 ORDER BY device, seq;
     DROP TABLE oplog_ops_v2;
     ",
+    // 6: a file-backed journal keeps its base checkpoint's state in a file beside the database
+    // (`state_file = 1`, `state` empty); rows written before keep the state inline.
+    r"
+    ALTER TABLE oplog_base ADD COLUMN state_file INTEGER NOT NULL DEFAULT 0
+        CHECK (state_file IN (0, 1));
+    ",
 ];
 
 /// The schema version this build writes.

@@ -71,12 +71,28 @@ impl DeviceSync {
             return Ok(false);
         }
         checkpoint.verify_id()?;
-        let (journal, keys) = (Arc::clone(&self.journal), Arc::clone(&self.keys));
+        let checkpoint = Arc::new(checkpoint);
         let plaintext_ok = !self.config.e2e;
+        // Two independent halves run side by side: the journal writes the checkpoint's state
+        // ahead of installing it (staging changes nothing it reports), while the state is
+        // opened and checked against the checkpoint's hash. Only a checked state is installed.
+        let staged = {
+            let (journal, checkpoint) = (Arc::clone(&self.journal), Arc::clone(&checkpoint));
+            blocking(move || Ok(journal.stage_base(&checkpoint)?))
+        };
+        let opened = {
+            let (keys, checkpoint) = (Arc::clone(&self.keys), Arc::clone(&checkpoint));
+            blocking(move || {
+                let mut opener = Opener::new(keys);
+                let state = opener.checkpoint_state(&checkpoint, plaintext_ok)?;
+                Ok((opener, state))
+            })
+        };
+        let (staged, opened) = tokio::join!(staged, opened);
+        let (mut opener, state) = opened?;
+        staged?;
+        let journal = Arc::clone(&self.journal);
         let rebuilt = blocking(move || {
-            let mut opener = Opener::new(keys);
-            // Opening checks the state against the checkpoint's hash before anything changes.
-            let state = opener.checkpoint_state(&checkpoint, plaintext_ok)?;
             match journal.install_base(&checkpoint) {
                 Ok(()) => {}
                 Err(JournalError::BaseRegression { .. }) => return Ok(None),

@@ -39,6 +39,7 @@ macro_rules! __journal_clauses {
         $m!(push_cursor_only_moves_forward);
         $m!(install_base_supersedes_covered_ops);
         $m!(install_base_refuses_forks_and_regressions);
+        $m!(stage_base_changes_nothing_until_installed);
         $m!(local_device_id_is_sticky);
     };
 }
@@ -325,6 +326,58 @@ pub fn install_base_refuses_forks_and_regressions(j: &dyn Journal) {
         other => panic!("install_base_refuses_forks_and_regressions: got {other:?}"),
     }
     assert_eq!(j.base_checkpoint().expect("base"), Some(cp1));
+}
+
+/// `stage_base_changes_nothing_until_installed`: staging is invisible; installing what was
+/// staged is an ordinary install, and the base reads back byte for byte.
+pub fn stage_base_changes_nothing_until_installed(j: &dyn Journal) {
+    let a = chain(dev(1), 4, "a");
+    j.commit(&a).expect("commit");
+    let first = Checkpoint::new(frontier_of(&[&a[0]]), &State::new());
+    j.install_base(&first).expect("install");
+    // A state of some size, so an adapter that stores large states apart is exercised.
+    let mut author = OpAuthor::new(dev(5));
+    let ops: Vec<OpRecord> = (0..64)
+        .map(|i| {
+            let payload = json!({"key": format!("k{i}"), "body": "x".repeat(512)});
+            author
+                .append(
+                    1,
+                    Scope::Personal,
+                    Surface::Knowledge,
+                    OpPayload::Plain(payload),
+                )
+                .expect("append")
+        })
+        .collect();
+    let state = crate::domain::oplog::fold(&ops).expect("fold");
+    let cp = Checkpoint::new(frontier_of(&[&a[2]]), &state);
+    let before = (j.frontier().expect("frontier"), held(j, dev(1)));
+    j.stage_base(&cp).expect("stage");
+    j.stage_base(&cp).expect("stage again");
+    assert_eq!(
+        j.base_checkpoint().expect("base"),
+        Some(first.clone()),
+        "stage_base_changes_nothing_until_installed: the base moved"
+    );
+    assert_eq!(
+        (j.frontier().expect("frontier"), held(j, dev(1))),
+        before,
+        "stage_base_changes_nothing_until_installed: the journal changed"
+    );
+    j.install_base(&cp).expect("install the staged checkpoint");
+    let base = j.base_checkpoint().expect("base").expect("a base");
+    assert_eq!(base, cp);
+    assert_eq!(base.state_bytes(), cp.state_bytes());
+    assert_eq!(held(j, dev(1)), a[3..], "stage_base: kept the tail of a");
+    // Staging an older checkpoint afterwards changes nothing either, and installing it is
+    // still a regression.
+    j.stage_base(&first).expect("stage an older one");
+    assert_eq!(j.base_checkpoint().expect("base"), Some(cp));
+    assert!(matches!(
+        j.install_base(&first),
+        Err(JournalError::BaseRegression { .. })
+    ));
 }
 
 /// `local_device_id_is_sticky`: the first candidate wins.
