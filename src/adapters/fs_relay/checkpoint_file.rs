@@ -72,7 +72,10 @@ fn decode(mut body: Vec<u8>) -> Result<Checkpoint, String> {
     let state_hash = from_hex(&header.state_hash)
         .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
         .ok_or("invalid state hash")?;
-    let state = body.split_off(MAGIC.len() + 4 + len);
+    // The state stays in the buffer it was read into (a large one is tens of megabytes): the
+    // prefix is removed in place instead of copying the state out.
+    body.drain(..MAGIC.len() + 4 + len);
+    let state = body;
     Ok(Checkpoint::from_parts(
         header.id,
         header.frontier,

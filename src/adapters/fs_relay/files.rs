@@ -64,11 +64,12 @@ pub(crate) fn read_checked(path: &Path) -> Result<Option<Vec<u8>>, RelayError> {
     if bytes.len() < DIGEST_LINE || bytes[DIGEST_LINE - 1] != b'\n' {
         return Err(corrupt(path, "missing digest line"));
     }
-    let body = bytes.split_off(DIGEST_LINE);
-    if bytes[..DIGEST_LINE - 1] != *hex(&Sha256::digest(&body)).as_bytes() {
+    if bytes[..DIGEST_LINE - 1] != *hex(&Sha256::digest(&bytes[DIGEST_LINE..])).as_bytes() {
         return Err(corrupt(path, "content does not match its digest"));
     }
-    Ok(Some(body))
+    // The body stays in the buffer it was read into instead of being copied out.
+    bytes.drain(..DIGEST_LINE);
+    Ok(Some(bytes))
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -646,7 +646,7 @@ mod tests {
         std::fs::remove_file(base_dir(&path).join(format!("{}.state", base.id()))).unwrap();
         match journal.base_checkpoint() {
             Err(JournalError::Store(StoreError::Corrupt(m))) => {
-                assert!(m.contains("missing"), "{m}")
+                assert!(m.contains("missing"), "{m}");
             }
             other => panic!("expected a corrupt-store error, got {other:?}"),
         }

@@ -307,10 +307,25 @@ pub(super) fn from_hex_array<const N: usize>(s: &str) -> Option<[u8; N]> {
 
 /// The value of one lowercase hex digit.
 fn hex_nibble(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        _ => None,
+    // A table, not a match: op ids are decoded by the hundred thousand from a checkpoint.
+    const INVALID: u8 = 0xff;
+    const VALUES: [u8; 256] = {
+        let mut table = [INVALID; 256];
+        let mut i = 0;
+        while i < 10 {
+            table[b'0' as usize + i] = i as u8;
+            i += 1;
+        }
+        let mut i = 0;
+        while i < 6 {
+            table[b'a' as usize + i] = 10 + i as u8;
+            i += 1;
+        }
+        table
+    };
+    match VALUES[usize::from(c)] {
+        INVALID => None,
+        v => Some(v),
     }
 }
 

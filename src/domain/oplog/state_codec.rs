@@ -35,6 +35,10 @@ use super::op::OpId;
 use super::scope::Scope;
 use super::surface::Surface;
 
+/// About how many bytes [`State::from_canonical_bytes`] re-encodes before comparing them with
+/// its input.
+const COMPARE_CHUNK: usize = 64 * 1024;
+
 /// The version of the state layout.
 pub const STATE_LAYOUT_VERSION: u64 = 1;
 
@@ -94,17 +98,40 @@ impl State {
     /// without building (and cloning every payload into) a JSON tree first.
     pub fn to_canonical_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(4096);
-        self.write_canonical_bytes(&mut out);
+        self.write_canonical_bytes(&mut out, &mut |_| {});
         out
     }
 
-    fn write_canonical_bytes(&self, out: &mut Vec<u8>) {
+    /// Whether `bytes` are exactly this state's canonical bytes, compared as they are written
+    /// (in chunks of about [`COMPARE_CHUNK`] bytes) instead of building the whole encoding.
+    fn encodes_to(&self, bytes: &[u8]) -> bool {
+        let (mut pos, mut same) = (0, true);
+        let mut compare = |chunk: &mut Vec<u8>| {
+            let end = pos + chunk.len();
+            same &= bytes.get(pos..end) == Some(&chunk[..]);
+            pos = end;
+            chunk.clear();
+        };
+        let mut buf = Vec::with_capacity(2 * COMPARE_CHUNK);
+        self.write_canonical_bytes(&mut buf, &mut |chunk| {
+            if chunk.len() >= COMPARE_CHUNK {
+                compare(chunk);
+            }
+        });
+        compare(&mut buf);
+        same && pos == bytes.len()
+    }
+
+    /// Writes the canonical bytes to `out`, calling `flush` with `out` after each entry (it may
+    /// take the bytes written so far and clear `out`).
+    fn write_canonical_bytes(&self, out: &mut Vec<u8>, flush: &mut dyn FnMut(&mut Vec<u8>)) {
         out.extend_from_slice(b"{\"events\":{");
         let events = sorted_by_name(self.events.iter().map(|(s, st)| (s.to_string(), st)));
         for (i, (surface, stream)) in events.into_iter().enumerate() {
             write_key(out, i, &surface);
             write_entries(
                 out,
+                flush,
                 stream
                     .values()
                     .map(|e| (&e.op_id, &e.hlc, &e.scope, &e.payload)),
@@ -116,6 +143,7 @@ impl State {
             write_key(out, i, &name);
             write_entries(
                 out,
+                flush,
                 self.intents
                     .entries(&view.intent_id)
                     .map(|e| (&e.op_id, &e.hlc, &e.scope, &e.payload)),
@@ -141,6 +169,7 @@ impl State {
                 for (k, (key, r)) in by_key.iter().enumerate() {
                     write_key(out, k, key);
                     write_entry(out, &r.op_id, &r.hlc, &r.scope, &r.payload);
+                    flush(out);
                 }
                 out.push(b'}');
             }
@@ -153,7 +182,10 @@ impl State {
 
     /// Decodes canonical state bytes, refusing anything not exactly canonical.
     pub fn from_canonical_bytes(bytes: &[u8]) -> Result<Self, StateDecodeError> {
-        let doc: Doc = serde_json::from_slice(bytes).map_err(|e| match e.classify() {
+        // UTF-8 is checked once for the whole input (fast on mostly-ASCII text) rather than
+        // string by string while parsing.
+        let text = std::str::from_utf8(bytes).map_err(|_| StateDecodeError::NotJson)?;
+        let doc: Doc = serde_json::from_str(text).map_err(|e| match e.classify() {
             Category::Data => StateDecodeError::Layout,
             Category::Io | Category::Syntax | Category::Eof => StateDecodeError::NotJson,
         })?;
@@ -185,10 +217,7 @@ impl State {
                 }
             }
         }
-        // Re-encoded into one buffer of the input's size: no regrowth for a large state.
-        let mut again = Vec::with_capacity(bytes.len());
-        state.write_canonical_bytes(&mut again);
-        if again != bytes {
+        if !state.encodes_to(bytes) {
             return Err(StateDecodeError::NonCanonical);
         }
         Ok(state)
@@ -213,6 +242,7 @@ fn write_key(out: &mut Vec<u8>, index: usize, key: &str) {
 
 fn write_entries<'a>(
     out: &mut Vec<u8>,
+    flush: &mut dyn FnMut(&mut Vec<u8>),
     entries: impl Iterator<Item = (&'a OpId, &'a Hlc, &'a Scope, &'a Value)>,
 ) {
     out.push(b'[');
@@ -221,6 +251,7 @@ fn write_entries<'a>(
             out.push(b',');
         }
         write_entry(out, op_id, hlc, scope, payload);
+        flush(out);
     }
     out.push(b']');
 }
@@ -370,6 +401,36 @@ mod tests {
             State::from_canonical_bytes(keyless.as_bytes()),
             Err(StateDecodeError::InvalidEntry(FoldError::MissingKey { .. }))
         ));
+    }
+
+    #[test]
+    fn the_chunked_comparison_sees_every_byte_of_a_large_state() {
+        let mut a = OpAuthor::new(dev(3));
+        let ops: Vec<_> = (0..400)
+            .map(|i| {
+                let text = format!("message {i} {}", "y".repeat(400));
+                a.append(
+                    1,
+                    Scope::Personal,
+                    Surface::Conversation,
+                    OpPayload::Plain(json!({"conversation_id": "c", "role": "user", "text": text})),
+                )
+                .unwrap()
+            })
+            .collect();
+        let s = fold(&ops).unwrap();
+        let bytes = s.to_canonical_bytes();
+        assert!(bytes.len() > 2 * COMPARE_CHUNK, "{} bytes", bytes.len());
+        assert!(s.encodes_to(&bytes));
+        for at in [0, COMPARE_CHUNK - 1, COMPARE_CHUNK + 7, bytes.len() - 1] {
+            let mut changed = bytes.clone();
+            changed[at] ^= 1;
+            assert!(!s.encodes_to(&changed), "a change at {at} went unseen");
+        }
+        assert!(!s.encodes_to(&bytes[..bytes.len() - 1]));
+        let mut longer = bytes;
+        longer.push(b' ');
+        assert!(!s.encodes_to(&longer));
     }
 
     proptest! {
