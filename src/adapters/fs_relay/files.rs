@@ -7,6 +7,7 @@
 use std::fs::{self, File};
 use std::io::{ErrorKind, Read};
 use std::path::Path;
+use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
@@ -94,6 +95,38 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<(), RelayError> {
 
 fn step_err(e: atomic_file::FileStepError) -> RelayError {
     io_err(e.op, &e.path)(e.source)
+}
+
+/// Temp files older than this are leftovers of a crash: no atomic write takes that long.
+pub(crate) const STALE_TEMP_AGE: Duration = Duration::from_secs(60 * 60);
+
+/// Removes the temp files in `dir` last modified more than `age` ago; younger ones may belong
+/// to a write still in progress in another process. Best effort: a file that cannot be
+/// removed now is tried again at the next open. Returns how many were removed.
+pub(crate) fn remove_stale_temps(dir: &Path, age: Duration) -> usize {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        if !name
+            .to_str()
+            .is_some_and(|n| n.starts_with(atomic_file::TEMP_PREFIX))
+        {
+            continue;
+        }
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|at| at.elapsed().ok())
+            .is_some_and(|elapsed| elapsed > age);
+        if old && fs::remove_file(entry.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
 }
 
 /// Whether a directory entry is a temp or hidden file that listings must skip.

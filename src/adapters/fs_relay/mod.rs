@@ -27,6 +27,8 @@
 //! - **gc in whole segments.** Only segments whose every op is covered are deleted, so a chain
 //!   may keep a few covered ops until its segment fills; [`RelayError::Compacted`] names the
 //!   first seq actually kept.
+//! - **Crash leftovers.** Temp files older than an hour (a write that never reached its rename)
+//!   are removed when the relay is opened; younger ones may be another process's write.
 //!
 //! Locks coordinate processes on one host. On a folder synced between machines there is no
 //! shared lock: each device writes only its own chain and roster entry, so that is safe, but
@@ -230,6 +232,39 @@ mod tests {
     }
 
     crate::relay_conformance_tests!(conformance, temp_relay);
+
+    #[tokio::test]
+    async fn opening_removes_old_temp_files_and_keeps_young_ones() {
+        use crate::ports::conformance::relay::{chain, device};
+        use crate::ports::Relay;
+        use std::time::{Duration, SystemTime};
+        let relay = temp_relay();
+        let a = device(1);
+        relay.register(a, 1).await.expect("register");
+        relay.push(a, &chain(a, 3, 1_000), 1).await.expect("push");
+        let chain_dir = relay.dir().join("chains").join(a.to_string());
+        let roster_dir = relay.dir().join("roster");
+        let temp = |dir: &std::path::Path, name: &str, age_s: u64| {
+            let path = dir.join(name);
+            let file = std::fs::File::create(&path).expect("create");
+            let at = SystemTime::now() - Duration::from_secs(age_s);
+            file.set_modified(at).expect("set mtime");
+            path
+        };
+        let stale = [
+            temp(relay.dir(), ".tmp-checkpoint-1-0", 7_200),
+            temp(&roster_dir, ".tmp-roster-1-0", 7_200),
+            temp(&chain_dir, ".tmp-manifest-1-0", 7_200),
+        ];
+        let young = temp(&chain_dir, ".tmp-manifest-2-0", 10);
+        let other = temp(&chain_dir, ".keep", 7_200);
+        let again = FsRelay::open(relay.dir()).expect("reopen");
+        for path in &stale {
+            assert!(!path.exists(), "{} was kept", path.display());
+        }
+        assert!(young.exists() && other.exists());
+        assert_eq!(again.roster().await.expect("roster").len(), 1);
+    }
 
     #[tokio::test]
     async fn the_directory_keeps_its_chains_and_segment_size_across_opens() {

@@ -8,6 +8,7 @@ use std::path::Path;
 
 use super::chain_file::{ChainFiles, Counters, HeldOnDisk};
 use super::checkpoint_file;
+use super::files::{remove_stale_temps, STALE_TEMP_AGE};
 use super::layout::{devices_in, Layout};
 use super::lock::FileLock;
 use super::roster;
@@ -28,6 +29,18 @@ impl Inner {
     /// Opens (creating if needed) the relay in `dir`.
     pub(crate) fn open(dir: &Path, segment_ops: u64) -> Result<Self, RelayError> {
         let (layout, segment_ops) = Layout::create(dir, segment_ops)?;
+        // Temp files a crash left mid-write (roster entries, manifests, the checkpoint).
+        let chains = devices_in(&layout.chains_dir(), "")?
+            .into_iter()
+            .map(|device| layout.chain_dir(device));
+        let removed: usize = [layout.root().to_path_buf(), layout.roster_dir()]
+            .into_iter()
+            .chain(chains)
+            .map(|dir| remove_stale_temps(&dir, STALE_TEMP_AGE))
+            .sum();
+        if removed > 0 {
+            tracing::debug!(removed, "removed temp files left by an interrupted write");
+        }
         Ok(Self {
             layout,
             segment_ops,
