@@ -108,11 +108,20 @@ pub struct ConversationTurn {
     pub turn: Turn,
 }
 
+/// The payload's fields, listed out rather than `#[serde(flatten)]`-ing a [`Turn`]: flatten
+/// buffers every field into an intermediate tree first, and this runs for every conversation
+/// op folded or checked (a checkpoint holds one per message). Same fields, defaults and
+/// tolerance of unknown fields as [`Turn`].
 #[derive(Deserialize)]
 struct TurnWire {
     conversation_id: String,
-    #[serde(flatten)]
-    turn: Turn,
+    role: Role,
+    #[serde(default)]
+    text: String,
+    #[serde(default)]
+    tool_calls: Vec<ToolCall>,
+    #[serde(default)]
+    tool_call_id: Option<String>,
 }
 
 impl ConversationTurn {
@@ -135,7 +144,12 @@ impl ConversationTurn {
         }
         Ok(Self {
             conversation_id: wire.conversation_id,
-            turn: wire.turn,
+            turn: Turn {
+                role: wire.role,
+                text: wire.text,
+                tool_calls: wire.tool_calls,
+                tool_call_id: wire.tool_call_id,
+            },
         })
     }
 
@@ -722,6 +736,10 @@ mod tests {
         }
     }
 
+    fn object_of(v: &mut Value) -> &mut serde_json::Map<String, Value> {
+        v.as_object_mut().unwrap()
+    }
+
     #[test]
     fn conversation_payloads_round_trip_and_validate() {
         let c = ConversationTurn {
@@ -733,7 +751,21 @@ mod tests {
             conversation_id: "c1".into(),
             turn: tool("a", "r"),
         };
-        assert_eq!(ConversationTurn::from_payload(&t.to_payload()), Ok(t));
+        assert_eq!(
+            ConversationTurn::from_payload(&t.to_payload()),
+            Ok(t.clone())
+        );
+        // The payload reader and `Turn`'s own serde agree, and unknown fields are tolerated.
+        let mut payload = t.to_payload();
+        let object = object_of(&mut payload);
+        object.remove("conversation_id");
+        object.insert("added_later".into(), json!({"any": "thing"}));
+        assert_eq!(
+            serde_json::from_value::<Turn>(payload.clone()).unwrap(),
+            t.turn
+        );
+        object_of(&mut payload).insert("conversation_id".into(), json!("c1"));
+        assert_eq!(ConversationTurn::from_payload(&payload), Ok(t));
         assert_eq!(
             ConversationTurn::from_payload(&json!(1)),
             Err(PayloadError::NotAnObject)
