@@ -10,6 +10,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 /// Prefix of temp files: directory listings skip names starting with a dot.
 pub(crate) const TEMP_PREFIX: &str = ".tmp-";
@@ -74,6 +75,36 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<(), FileStepError> {
     #[cfg(not(unix))]
     let _ = dir;
     Ok(())
+}
+
+/// Temp files older than this are leftovers of a crash: no atomic write takes that long.
+pub(crate) const STALE_TEMP_AGE: Duration = Duration::from_secs(60 * 60);
+
+/// Removes the temp files [`replace`] left in `dir` that were last modified more than `age`
+/// ago (its write was interrupted before the rename); younger ones may belong to a write still
+/// in progress, possibly in another process. Best effort: a file that cannot be removed now is
+/// left for the next call. Returns how many were removed.
+pub(crate) fn remove_stale_temps(dir: &Path, age: Duration) -> usize {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        if !name.to_str().is_some_and(|n| n.starts_with(TEMP_PREFIX)) {
+            continue;
+        }
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|at| at.elapsed().ok())
+            .is_some_and(|elapsed| elapsed > age);
+        if old && fs::remove_file(entry.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
 }
 
 fn parent(path: &Path) -> &Path {

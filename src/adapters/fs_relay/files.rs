@@ -7,12 +7,12 @@
 use std::fs::{self, File};
 use std::io::{ErrorKind, Read};
 use std::path::Path;
-use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
 use super::error::{corrupt, io_err};
 use crate::adapters::atomic_file;
+use crate::domain::oplog::canonical::to_hex;
 use crate::ports::RelayError;
 
 /// Small files (roster entries, manifests, checkpoints) larger than this are refused as corrupt
@@ -49,7 +49,7 @@ pub(crate) fn read_small(path: &Path) -> Result<Option<Vec<u8>>, RelayError> {
 
 /// Replaces `path` atomically with `body` and its digest (see the module docs).
 pub(crate) fn write_checked(path: &Path, body: &[u8]) -> Result<(), RelayError> {
-    let mut bytes = hex(&Sha256::digest(body)).into_bytes();
+    let mut bytes = to_hex(&Sha256::digest(body)).into_bytes();
     bytes.push(b'\n');
     bytes.extend_from_slice(body);
     write_atomic(path, &bytes)
@@ -65,22 +65,12 @@ pub(crate) fn read_checked(path: &Path) -> Result<Option<Vec<u8>>, RelayError> {
     if bytes.len() < DIGEST_LINE || bytes[DIGEST_LINE - 1] != b'\n' {
         return Err(corrupt(path, "missing digest line"));
     }
-    if bytes[..DIGEST_LINE - 1] != *hex(&Sha256::digest(&bytes[DIGEST_LINE..])).as_bytes() {
+    if bytes[..DIGEST_LINE - 1] != *to_hex(&Sha256::digest(&bytes[DIGEST_LINE..])).as_bytes() {
         return Err(corrupt(path, "content does not match its digest"));
     }
     // The body stays in the buffer it was read into instead of being copied out.
     bytes.drain(..DIGEST_LINE);
     Ok(Some(bytes))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(char::from(DIGITS[usize::from(b >> 4)]));
-        s.push(char::from(DIGITS[usize::from(b & 0xf)]));
-    }
-    s
 }
 
 /// Creates `dir` (and its parents) if missing.
@@ -95,38 +85,6 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<(), RelayError> {
 
 fn step_err(e: atomic_file::FileStepError) -> RelayError {
     io_err(e.op, &e.path)(e.source)
-}
-
-/// Temp files older than this are leftovers of a crash: no atomic write takes that long.
-pub(crate) const STALE_TEMP_AGE: Duration = Duration::from_secs(60 * 60);
-
-/// Removes the temp files in `dir` last modified more than `age` ago; younger ones may belong
-/// to a write still in progress in another process. Best effort: a file that cannot be
-/// removed now is tried again at the next open. Returns how many were removed.
-pub(crate) fn remove_stale_temps(dir: &Path, age: Duration) -> usize {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return 0;
-    };
-    let mut removed = 0;
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        if !name
-            .to_str()
-            .is_some_and(|n| n.starts_with(atomic_file::TEMP_PREFIX))
-        {
-            continue;
-        }
-        let old = entry
-            .metadata()
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|at| at.elapsed().ok())
-            .is_some_and(|elapsed| elapsed > age);
-        if old && fs::remove_file(entry.path()).is_ok() {
-            removed += 1;
-        }
-    }
-    removed
 }
 
 /// Whether a directory entry is a temp or hidden file that listings must skip.

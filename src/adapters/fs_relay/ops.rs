@@ -8,10 +8,10 @@ use std::path::Path;
 
 use super::chain_file::{ChainFiles, Counters, HeldOnDisk};
 use super::checkpoint_file;
-use super::files::{remove_stale_temps, STALE_TEMP_AGE};
 use super::layout::{devices_in, Layout};
 use super::lock::FileLock;
 use super::roster;
+use crate::adapters::atomic_file::{remove_stale_temps, STALE_TEMP_AGE};
 use crate::adapters::relay_core;
 use crate::domain::ids::{DeviceId, Seq};
 use crate::domain::oplog::{ChainHead, Checkpoint, Frontier, OpRecord};

@@ -6,7 +6,8 @@
 //! atomically (temp file, fsync, rename, directory fsync) *before* the transaction that makes
 //! it the base commits, and the `oplog_base` row records that the state is in a file
 //! (`state_file = 1`). A crash between the two leaves a file no row names; it is removed at the
-//! next install or open, as is the previous base's file once a new base has committed.
+//! next install or open, as is the previous base's file once a new base has committed. Temp
+//! files of interrupted writes go once they are an hour old, as in the file relay.
 //!
 //! The file holds exactly [`Checkpoint::state_bytes`] (sealed under E2E). Nothing here checks
 //! it: whoever reads the base verifies it against the checkpoint's state hash, so a damaged
@@ -74,8 +75,14 @@ impl BaseFiles {
         })
     }
 
-    /// Removes every state and temp file but `keep`'s. Best effort: a file that cannot be
-    /// removed now is tried again next time.
+    /// Whether the directory exists (it is created by the first install or staging).
+    pub(super) fn exist(&self) -> bool {
+        self.dir.is_dir()
+    }
+
+    /// Removes every state file but `keep`'s, and temp files old enough to be a crash's
+    /// leftovers (a younger one may be a staging in progress, which runs outside the journal's
+    /// write lock). Best effort: a file that cannot be removed now is tried again next time.
     pub(super) fn discard_except(&self, keep: Option<CheckpointId>) {
         let Ok(entries) = fs::read_dir(&self.dir) else {
             return;
@@ -84,13 +91,13 @@ impl BaseFiles {
         for entry in entries.flatten() {
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
-            let ours = name.ends_with(SUFFIX) || name.starts_with(atomic_file::TEMP_PREFIX);
-            if ours && keep.as_deref() != Some(name) {
+            if name.ends_with(SUFFIX) && keep.as_deref() != Some(name) {
                 if let Err(e) = fs::remove_file(entry.path()) {
                     tracing::debug!(file = name, error = %e, "could not remove a stale base state file");
                 }
             }
         }
+        atomic_file::remove_stale_temps(&self.dir, atomic_file::STALE_TEMP_AGE);
     }
 }
 

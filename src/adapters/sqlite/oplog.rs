@@ -116,7 +116,8 @@ impl SqliteJournal {
     /// or by the base an install replaced. Runs under the write lock, so it cannot remove a
     /// file between another connection's check for it and its install's commit.
     fn discard_stale_base_files(&self) -> Result<(), JournalError> {
-        let Some(files) = &self.base_files else {
+        // Nothing to look at (and no write lock to take) before the first staging or install.
+        let Some(files) = self.base_files.as_ref().filter(|f| f.exist()) else {
             return Ok(());
         };
         self.write(|tx| {
@@ -634,13 +635,26 @@ mod tests {
             let journal = SqliteJournal::open(&path, SqliteOptions::default()).unwrap();
             journal.commit(&ops).unwrap();
             journal.install_base(&base).unwrap();
-            // A crash after staging, before the install committed, and one mid-write.
+            // A crash after staging, before the install committed; one mid-write an hour and
+            // more ago; and a staging still being written by another process.
             journal.stage_base(&staged).unwrap();
-            std::fs::write(base_dir(&path).join(".tmp-x.state-1-0"), b"partial").unwrap();
-            assert_eq!(files_in(&base_dir(&path)).len(), 3);
+            let temp = |name: &str, age_s: u64| {
+                let file = std::fs::File::create(base_dir(&path).join(name)).unwrap();
+                let at = std::time::SystemTime::now() - std::time::Duration::from_secs(age_s);
+                file.set_modified(at).unwrap();
+            };
+            temp(".tmp-x.state-1-0", 7_200);
+            temp(".tmp-y.state-2-0", 5);
+            assert_eq!(files_in(&base_dir(&path)).len(), 4);
         }
         let journal = SqliteJournal::open(&path, SqliteOptions::default()).unwrap();
-        assert_eq!(files_in(&base_dir(&path)), [format!("{}.state", base.id())]);
+        assert_eq!(
+            files_in(&base_dir(&path)),
+            [
+                ".tmp-y.state-2-0".to_string(),
+                format!("{}.state", base.id())
+            ]
+        );
         assert_eq!(journal.base_checkpoint().unwrap(), Some(base.clone()));
         // The base's file lost: a typed error naming it, not a panic or an empty state.
         std::fs::remove_file(base_dir(&path).join(format!("{}.state", base.id()))).unwrap();
