@@ -34,14 +34,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use rusqlite::{params, Connection, OpenFlags, TransactionBehavior};
+use rusqlite::{params, Connection, TransactionBehavior};
 use tandem::adapters::sqlite::{SqliteOptions, SqliteStore, Synchronous};
 use tandem::app::{Engine, LiveEvent};
 use tandem::domain::{ConsumerName, MessageId, NewMessage, Role, Seq, SessionId, SideEffect};
 use uuid::Uuid;
 
 use support::{
-    interleaved, median, percentile, serve, time_per_op, Row, Side, Suite, Unit, Worker, WorkerRole,
+    interleaved, median, percentile, raw_connection, serve, time_per_op, Row, Side, Suite, Unit,
+    Worker, WorkerRole,
 };
 
 /// Message content: ~200 bytes of prose, the same on both sides.
@@ -262,33 +263,6 @@ fn engine_with_sessions(
         })
         .collect();
     (engine, ids)
-}
-
-/// A plain rusqlite connection with the same flags and PRAGMAs as the store's connections.
-fn raw_connection(path: &Path, sync: Synchronous) -> Connection {
-    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
-        | OpenFlags::SQLITE_OPEN_CREATE
-        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let conn = Connection::open_with_flags(path, flags).expect("open raw connection");
-    let mode: String = conn
-        .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
-        .expect("journal_mode");
-    assert_eq!(mode, "wal");
-    conn.pragma_update(None, "foreign_keys", true)
-        .expect("foreign_keys");
-    conn.busy_timeout(SqliteOptions::default().busy_timeout)
-        .expect("busy_timeout");
-    conn.pragma_update(
-        None,
-        "synchronous",
-        match sync {
-            Synchronous::Full => 2,
-            Synchronous::Normal => 1,
-        },
-    )
-    .expect("synchronous");
-    conn.set_prepared_statement_cache_capacity(64);
-    conn
 }
 
 /// The effect payload exactly as the engine stores it (`serde_json` of

@@ -10,9 +10,9 @@ use std::io::{BufRead as _, BufReader, BufWriter, Write as _};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use rusqlite::{params, Connection, OpenFlags, TransactionBehavior};
+use rusqlite::{params, Connection, TransactionBehavior};
 use serde::{Deserialize, Serialize};
-use tandem::adapters::sqlite::{SqliteOptions, Synchronous};
+use tandem::adapters::sqlite::Synchronous;
 
 use super::workload::Message;
 
@@ -58,26 +58,8 @@ impl FloorRun {
 }
 
 /// A plain rusqlite connection with the PRAGMAs tandem's store sets, holding the floor table.
-pub fn raw_connection(path: &Path, sync: Synchronous) -> Connection {
-    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
-        | OpenFlags::SQLITE_OPEN_CREATE
-        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let conn = Connection::open_with_flags(path, flags).expect("open raw connection");
-    let mode: String = conn
-        .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
-        .expect("journal_mode");
-    assert_eq!(mode, "wal");
-    conn.pragma_update(None, "foreign_keys", true)
-        .expect("foreign_keys");
-    conn.busy_timeout(SqliteOptions::default().busy_timeout)
-        .expect("busy_timeout");
-    let level = match sync {
-        Synchronous::Full => 2,
-        Synchronous::Normal => 1,
-    };
-    conn.pragma_update(None, "synchronous", level)
-        .expect("synchronous");
-    conn.set_prepared_statement_cache_capacity(64);
+pub fn floor_connection(path: &Path, sync: Synchronous) -> Connection {
+    let conn = crate::support::raw_connection(path, sync);
     conn.execute(CREATE, []).expect("create the floor table");
     conn
 }
@@ -140,7 +122,7 @@ pub fn fold(path: &Path, conn: &mut Connection, page: usize) -> usize {
 /// (opened before the clock starts, as the subject's devices are).
 pub fn run(dir: &Path, msgs: &[Message], group: usize, page: usize, sync: Synchronous) -> FloorRun {
     let log = dir.join("a.jsonl");
-    let mut conn = raw_connection(&dir.join("b.db"), sync);
+    let mut conn = floor_connection(&dir.join("b.db"), sync);
     let started = Instant::now();
     append(&log, msgs, 0, group, sync);
     let append_time = started.elapsed();

@@ -642,3 +642,33 @@ pub fn worker_progress(role: &WorkerRole, msg: &str) {
     let mut err = std::io::stderr().lock();
     let _ = writeln!(err, "    [{}/{}] {msg}", role.row, role.side.as_str());
 }
+
+/// A plain rusqlite connection with the same flags and PRAGMAs as tandem's SQLite connections
+/// (WAL, foreign keys, busy timeout, `synchronous`), for floors built from raw SQLite.
+pub fn raw_connection(
+    path: &Path,
+    sync: tandem::adapters::sqlite::Synchronous,
+) -> rusqlite::Connection {
+    use rusqlite::{Connection, OpenFlags};
+    use tandem::adapters::sqlite::{SqliteOptions, Synchronous};
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_CREATE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags).expect("open raw connection");
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+        .expect("journal_mode");
+    assert_eq!(mode, "wal");
+    conn.pragma_update(None, "foreign_keys", true)
+        .expect("foreign_keys");
+    conn.busy_timeout(SqliteOptions::default().busy_timeout)
+        .expect("busy_timeout");
+    let level = match sync {
+        Synchronous::Full => 2,
+        Synchronous::Normal => 1,
+    };
+    conn.pragma_update(None, "synchronous", level)
+        .expect("synchronous");
+    conn.set_prepared_statement_cache_capacity(64);
+    conn
+}
