@@ -241,6 +241,24 @@ impl Device {
         CloudReader::new(Arc::clone(self.consumer.devices()))
     }
 
+    /// Every message of `session` this device reads back from the cloud, in seq order, as
+    /// text; every page must open completely. Bounded at 10 pages of 64.
+    pub async fn read_back(&self, session: SessionId) -> Vec<String> {
+        let reader = self.reader();
+        let mut read = Vec::new();
+        let mut after = 0;
+        for _ in 0..10 {
+            let page = reader.read(session, after, 64).await.unwrap();
+            assert!(page.unreadable.is_empty());
+            read.extend(page.opened.iter().map(|m| m.content.to_string()));
+            match page.last_seq {
+                Some(last) => after = last,
+                None => break,
+            }
+        }
+        read
+    }
+
     /// Starts `run` in a task.
     pub fn start(&self) -> Running {
         let (stop, stopped) = oneshot::channel::<()>();
