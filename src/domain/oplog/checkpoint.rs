@@ -32,6 +32,9 @@ use crate::domain::ids::IdError;
 /// Domain-separation tag of checkpoint ids.
 pub const CHECKPOINT_ID_TAG: &str = "tandem-checkpoint-v1";
 
+/// From this state size on, [`Checkpoint::to_state`] hashes the state beside decoding it.
+const PARALLEL_HASH_MIN_BYTES: usize = 1 << 20;
+
 /// The content address of a checkpoint, shown as 64 lowercase hex characters.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
@@ -199,10 +202,26 @@ impl Checkpoint {
         Ok(())
     }
 
-    /// Verifies the checkpoint and decodes its state.
+    /// Verifies the checkpoint and decodes its state. A large state is hashed on a thread of
+    /// its own while it decodes; a hash mismatch is reported ahead of any decoding error, as if
+    /// the two had run in turn.
     pub fn to_state(&self) -> Result<State, CheckpointError> {
-        self.verify()?;
-        State::from_canonical_bytes(&self.state).map_err(|source| CheckpointError::State {
+        self.verify_id()?;
+        let decode = || State::from_canonical_bytes(&self.state);
+        let (hash, decoded) = if self.state.len() < PARALLEL_HASH_MIN_BYTES {
+            (hash_state_bytes(&self.state), decode())
+        } else {
+            std::thread::scope(|s| {
+                let hash = s.spawn(|| hash_state_bytes(&self.state));
+                let decoded = decode();
+                let hash = hash.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
+                (hash, decoded)
+            })
+        };
+        if hash != self.state_hash {
+            return Err(CheckpointError::StateHashMismatch { id: self.id });
+        }
+        decoded.map_err(|source| CheckpointError::State {
             id: self.id,
             source,
         })
@@ -294,6 +313,49 @@ mod tests {
             Err(CheckpointError::StateHashMismatch { id: cp.id() })
         );
         assert!(bad.to_state().is_err());
+    }
+
+    #[test]
+    fn a_large_state_hashed_beside_its_decoding_is_still_checked() {
+        use crate::domain::oplog::{test_support::dev, OpAuthor, OpPayload, Scope, Surface};
+        let mut author = OpAuthor::new(dev(5));
+        let ops: Vec<_> = (0..2600)
+            .map(|i| {
+                let text = format!("turn {i} {}", "z".repeat(400));
+                let payload =
+                    serde_json::json!({"conversation_id": "c", "role": "user", "text": text});
+                author
+                    .append(
+                        1,
+                        Scope::Personal,
+                        Surface::Conversation,
+                        OpPayload::Plain(payload),
+                    )
+                    .unwrap()
+            })
+            .collect();
+        let state = fold(&ops).unwrap();
+        let cp = Checkpoint::new(frontier_of(&[ops]), &state);
+        assert!(cp.state_bytes().len() >= PARALLEL_HASH_MIN_BYTES);
+        assert_eq!(cp.to_state().unwrap(), state);
+        // Same length, one letter changed: still decodes, but not to the hashed state.
+        let mut bytes = cp.state_bytes().to_vec();
+        let at = bytes.len() / 2;
+        let at = at + bytes[at..].iter().position(|b| *b == b'z').unwrap();
+        bytes[at] = b'y';
+        let bad = Checkpoint::from_parts(cp.id(), cp.frontier().clone(), cp.state_hash(), bytes);
+        assert_eq!(
+            bad.to_state(),
+            Err(CheckpointError::StateHashMismatch { id: cp.id() })
+        );
+        // Not even JSON: the hash mismatch is still what is reported.
+        let mut bytes = cp.state_bytes().to_vec();
+        bytes[0] = b'x';
+        let bad = Checkpoint::from_parts(cp.id(), cp.frontier().clone(), cp.state_hash(), bytes);
+        assert_eq!(
+            bad.to_state(),
+            Err(CheckpointError::StateHashMismatch { id: cp.id() })
+        );
     }
 
     #[test]
