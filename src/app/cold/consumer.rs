@@ -21,7 +21,7 @@ use crate::app::effect_log::EffectConsumer;
 use crate::domain::backoff::RetryClass;
 use crate::domain::{EffectRecord, EffectSeq};
 use crate::ports::{
-    AccessToken, Clock, CloudSync, SessionMetadataProvider, StoreError, TokenRefresher,
+    AccessToken, AuthContext, Clock, CloudSync, SessionMetadataProvider, StoreError, TokenRefresher,
 };
 
 use super::ack::{cursor_committed, InFlightAck};
@@ -64,10 +64,14 @@ pub enum TickOutcome {
         /// Where the cursor moves once the commit finishes.
         through: EffectSeq,
     },
-    /// A unit failed for good: its effects were dead-lettered and the cursor advanced.
+    /// The cloud refused a unit for good and the cursor advanced past it. A unit of one
+    /// effect is dead-lettered; a batch is sent again one item at a time, and only the items
+    /// refused on their own are dead-lettered while the others land.
     DeadLettered {
         /// Effects dead-lettered.
         items: usize,
+        /// Effects of the unit that landed when sent on their own.
+        delivered: usize,
         /// The new cursor position.
         through: EffectSeq,
     },
@@ -335,17 +339,32 @@ impl ColdConsumer {
             Err(Failure::Retry {
                 class: RetryClass::Permanent,
                 reason,
-            }) => match self.dead_letter(&pending.unit, &reason).await {
-                Ok(()) => {
-                    tracing::warn!(items, %through, %reason, "cold path dead-lettered a unit");
-                    worker.acknowledged(through);
-                    worker.pending = None;
-                    worker.failures = 0;
-                    self.set_last_error(Some(reason));
-                    TickOutcome::DeadLettered { items, through }
+            }) => {
+                // A batch the cloud refused as a whole is sent again item by item, so that
+                // only what it refuses on its own is dead-lettered.
+                let dead = if items > 1 {
+                    self.split_refused(&pending.unit, &context).await
+                } else {
+                    self.dead_letter(&pending.unit, &reason)
+                        .await
+                        .map(|()| items)
+                };
+                match dead {
+                    Ok(dead) => {
+                        tracing::warn!(items, dead, %through, %reason, "cold path dead-lettered effects of a refused unit");
+                        worker.acknowledged(through);
+                        worker.pending = None;
+                        worker.failures = 0;
+                        self.set_last_error(Some(reason));
+                        TickOutcome::DeadLettered {
+                            items: dead,
+                            delivered: items - dead,
+                            through,
+                        }
+                    }
+                    Err(failure) => self.failed(worker, failure, None),
                 }
-                Err(failure) => self.failed(worker, failure, None),
-            },
+            }
             Err(failure) => {
                 // The token last refused is the current one (a refresh may have replaced
                 // the one this step started with).
@@ -559,7 +578,45 @@ impl ColdConsumer {
         cursor_committed(blocking_store(move || log.ack(through)).await)
     }
 
+    /// Sends the items of `unit`, which the cloud refused for good as a whole, one at a time:
+    /// each one refused on its own is dead-lettered, the others land. Then commits the cursor
+    /// through the unit. Returns how many were dead-lettered. Any other failure stops the
+    /// split and is returned: the whole unit is then retried as usual (sending again what
+    /// already landed is harmless, and a dead letter is recorded once).
+    async fn split_refused(&self, unit: &Unit, context: &AuthContext) -> Result<usize, Failure> {
+        let mut dead = 0;
+        for (seq, effect) in unit.effects() {
+            // The commit time only matters to single-effect units, which are never split.
+            let mut single = Pending::new(Unit::for_effect(EffectRecord {
+                seq,
+                effect,
+                committed_at_ms: 0,
+            }));
+            match self.attempt(&mut single, context).await {
+                Ok(()) => {}
+                Err(Failure::Retry {
+                    class: RetryClass::Permanent,
+                    reason,
+                }) => {
+                    self.record_dead_letters(&single.unit, &reason).await?;
+                    dead += 1;
+                }
+                Err(failure) => return Err(failure),
+            }
+        }
+        self.ack(unit.through).await?;
+        Ok(dead)
+    }
+
+    /// Dead-letters every effect of `unit` and commits the cursor through it.
     async fn dead_letter(&self, unit: &Unit, reason: &str) -> Result<(), Failure> {
+        self.record_dead_letters(unit, reason).await?;
+        self.ack(unit.through).await
+    }
+
+    /// Records every effect of `unit` as a dead letter (once: recording one again changes
+    /// nothing).
+    async fn record_dead_letters(&self, unit: &Unit, reason: &str) -> Result<(), Failure> {
         let letters: Vec<NewDeadLetter> = unit
             .effects()
             .into_iter()
@@ -583,8 +640,7 @@ impl ColdConsumer {
         .map_err(|e| Failure::Retry {
             class: RetryClass::Transient { retry_after: None },
             reason: format!("dead-lettering: {e}"),
-        })?;
-        self.ack(unit.through).await
+        })
     }
 
     fn failed(

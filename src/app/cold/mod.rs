@@ -25,8 +25,10 @@
 //! Nothing happens without an auth context: a tick then reads nothing and sends nothing.
 //! Failures are handled by class: transient and network failures back off `2 s · 2^(n-1)`
 //! up to 300 s with jitter, never sooner than `Retry-After`; a refused token is refreshed
-//! once and the unit retried at once, then backs off; a permanent failure dead-letters the
-//! unit's effects after that one attempt and the consumer moves on. The cursor advances only
+//! once and the unit retried at once, then backs off; a permanent failure dead-letters a
+//! single effect after that one attempt and the consumer moves on. A batch refused for good is
+//! sent again one item at a time, and only the items refused on their own are dead-lettered
+//! (one bad row makes PostgREST refuse its whole batch). The cursor advances only
 //! after the remote write succeeded or the effects were dead-lettered, so delivery is
 //! at-least-once and, with idempotent upserts, each effect lands exactly once.
 //!

@@ -189,6 +189,7 @@ async fn a_permanent_failure_is_dead_lettered_after_one_attempt_and_the_consumer
         f.consumer.tick().await,
         TickOutcome::DeadLettered {
             items: 1,
+            delivered: 0,
             through: EffectSeq::new(1)
         }
     );

@@ -8,6 +8,8 @@
 //! - `faults`: a seeded fault proxy (5xx, 429 with `Retry-After`, timeouts, applied then
 //!   failed) over many seeds; every message lands once, a permanently invalid one is
 //!   dead-lettered after one attempt;
+//! - `poison_batch`: a message PostgREST refuses inside a batch; the batch is split and only
+//!   that message is dead-lettered, every other one lands once;
 //! - `token_expiry`: the real PostgREST refuses an expired JWT, one refresh, the batch lands;
 //! - `crypto`: real rows open only with their own key and context; a revoked device gets no
 //!   key for what follows its revocation.
@@ -18,5 +20,6 @@ mod device;
 mod end_to_end;
 mod faults;
 mod http_wire;
+mod poison_batch;
 mod proxy;
 mod token_expiry;
