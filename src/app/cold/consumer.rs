@@ -581,10 +581,10 @@ impl ColdConsumer {
     /// Sends the items of `unit`, which the cloud refused for good as a whole, one at a time:
     /// each one refused on its own is dead-lettered, the others land. Then commits the cursor
     /// through the unit. Returns how many were dead-lettered. Any other failure stops the
-    /// split and is returned: the whole unit is then retried as usual (sending again what
-    /// already landed is harmless, and a dead letter is recorded once).
+    /// split and is returned before anything is dead-lettered: the whole unit is then retried
+    /// as usual (sending again what already landed is harmless).
     async fn split_refused(&self, unit: &Unit, context: &AuthContext) -> Result<usize, Failure> {
-        let mut dead = 0;
+        let mut refused = Vec::new();
         for (seq, effect) in unit.effects() {
             // The commit time only matters to single-effect units, which are never split.
             let mut single = Pending::new(Unit::for_effect(EffectRecord {
@@ -597,15 +597,15 @@ impl ColdConsumer {
                 Err(Failure::Retry {
                     class: RetryClass::Permanent,
                     reason,
-                }) => {
-                    self.record_dead_letters(&single.unit, &reason).await?;
-                    dead += 1;
-                }
+                }) => refused.push((single.unit, reason)),
                 Err(failure) => return Err(failure),
             }
         }
+        for (single, reason) in &refused {
+            self.record_dead_letters(single, reason).await?;
+        }
         self.ack(unit.through).await?;
-        Ok(dead)
+        Ok(refused.len())
     }
 
     /// Dead-letters every effect of `unit` and commits the cursor through it.

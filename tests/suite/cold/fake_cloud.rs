@@ -84,6 +84,8 @@ pub struct Call {
     pub at: Instant,
     pub token: String,
     pub ok: bool,
+    /// Rows sent (message upserts; 0 for the other calls).
+    pub rows: usize,
 }
 
 #[derive(Debug, Default)]
@@ -187,6 +189,11 @@ impl FakeCloud {
     /// Records the call, checks the token, and applies any queued fault. `Ok(true)` means
     /// "apply, then fail".
     fn begin(&self, op: Op, token: &AccessToken) -> Result<bool, CloudError> {
+        self.begin_rows(op, token, 0)
+    }
+
+    /// [`Self::begin`] for a call that sends `rows` rows.
+    fn begin_rows(&self, op: Op, token: &AccessToken, rows: usize) -> Result<bool, CloudError> {
         let mut state = self.state();
         let refused = state
             .accepted_token
@@ -202,6 +209,7 @@ impl FakeCloud {
             at: Instant::now(),
             token: token.expose_secret().to_owned(),
             ok: fault.is_none(),
+            rows,
         });
         drop(state);
         self.changed.notify_waiters();
@@ -229,7 +237,7 @@ impl CloudSync for FakeCloud {
         token: &AccessToken,
         rows: &[CloudMessageRow],
     ) -> Result<(), CloudError> {
-        let then_fail = self.begin(Op::UpsertMessages, token)?;
+        let then_fail = self.begin_rows(Op::UpsertMessages, token, rows.len())?;
         {
             let mut state = self.state();
             state.message_batches.push(rows.to_vec());
