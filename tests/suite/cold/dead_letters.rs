@@ -30,11 +30,7 @@ async fn a_refused_batch_is_split_and_only_what_is_refused_alone_is_dead_lettere
         .await;
     running.stop().await;
 
-    let sizes: Vec<usize> = cloud
-        .calls(Op::UpsertMessages)
-        .iter()
-        .map(|c| c.rows)
-        .collect();
+    let sizes = cloud.message_upsert_sizes();
     assert_eq!(
         sizes,
         [5, 1, 1, 1, 1, 1],
@@ -88,11 +84,7 @@ async fn a_split_cut_short_by_a_transient_failure_dead_letters_nothing_and_retri
         .await;
     running.stop().await;
 
-    let sizes: Vec<usize> = cloud
-        .calls(Op::UpsertMessages)
-        .iter()
-        .map(|c| c.rows)
-        .collect();
+    let sizes = cloud.message_upsert_sizes();
     assert_eq!(
         sizes,
         [4, 1, 1, 4],

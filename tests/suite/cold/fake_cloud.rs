@@ -128,6 +128,14 @@ impl FakeCloud {
         self.state().accepted_token = Some(token.to_owned());
     }
 
+    /// Rows carried by each message upsert so far, refused ones included, in order.
+    pub fn message_upsert_sizes(&self) -> Vec<usize> {
+        self.calls(Op::UpsertMessages)
+            .iter()
+            .map(|c| c.rows)
+            .collect()
+    }
+
     pub fn calls(&self, op: Op) -> Vec<Call> {
         self.state()
             .calls
