@@ -196,7 +196,12 @@ impl Checkpoint {
     /// Recomputes the id and the state hash.
     pub fn verify(&self) -> Result<(), CheckpointError> {
         self.verify_id()?;
-        if hash_state_bytes(&self.state) != self.state_hash {
+        self.check_state_hash(hash_state_bytes(&self.state))
+    }
+
+    /// Whether `hash`, computed over the state bytes, is the state hash the checkpoint claims.
+    fn check_state_hash(&self, hash: [u8; 32]) -> Result<(), CheckpointError> {
+        if hash != self.state_hash {
             return Err(CheckpointError::StateHashMismatch { id: self.id });
         }
         Ok(())
@@ -218,9 +223,7 @@ impl Checkpoint {
                 (hash, decoded)
             })
         };
-        if hash != self.state_hash {
-            return Err(CheckpointError::StateHashMismatch { id: self.id });
-        }
+        self.check_state_hash(hash)?;
         decoded.map_err(|source| CheckpointError::State {
             id: self.id,
             source,
