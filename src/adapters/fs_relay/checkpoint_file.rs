@@ -14,7 +14,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::error::{corrupt, json_problem};
-use super::files::{read_checked, write_checked};
+use super::files::{read_checked_split, write_checked};
 use super::layout::Layout;
 use super::lock::FileLock;
 use crate::adapters::relay_core;
@@ -54,28 +54,42 @@ fn encode(checkpoint: &Checkpoint) -> Result<Vec<u8>, serde_json::Error> {
     Ok(body)
 }
 
-fn decode(mut body: Vec<u8>) -> Result<Checkpoint, String> {
-    if body.first() == Some(&b'{') {
+/// How many of a body's first bytes precede the state: for a format-2 body, the magic, the
+/// length and the header; a format-1 body (or one too short to tell) is all head.
+fn head_len(prefix: &[u8], body_len: usize) -> usize {
+    match prefix
+        .strip_prefix(MAGIC)
+        .and_then(|rest| rest.first_chunk::<4>())
+    {
+        Some(len) => {
+            usize::try_from(u32::from_be_bytes(*len)).map_or(body_len, |len| MAGIC.len() + 4 + len)
+        }
+        None => body_len,
+    }
+}
+
+/// Decodes a body read as `head` (see [`head_len`]) and `state`, the rest of it, which
+/// becomes the checkpoint's state without being copied.
+fn decode(head: Vec<u8>, state: Vec<u8>) -> Result<Checkpoint, String> {
+    if head.first() == Some(&b'{') {
+        let mut body = head;
+        body.extend_from_slice(&state);
         return serde_json::from_slice(&body).map_err(|e| json_problem(&e));
     }
-    let Some(rest) = body.strip_prefix(MAGIC) else {
+    let Some(rest) = head.strip_prefix(MAGIC) else {
         return Err("not a checkpoint file".into());
     };
     let (len, rest) = rest
         .split_first_chunk::<4>()
         .ok_or("the checkpoint header is truncated")?;
     let len = usize::try_from(u32::from_be_bytes(*len)).map_err(|_| "header too long")?;
-    let header = rest
-        .get(..len)
-        .ok_or("the checkpoint header is truncated")?;
-    let header: Header = serde_json::from_slice(header).map_err(|e| json_problem(&e))?;
+    if rest.len() != len {
+        return Err("the checkpoint header is truncated".into());
+    }
+    let header: Header = serde_json::from_slice(rest).map_err(|e| json_problem(&e))?;
     let state_hash = from_hex(&header.state_hash)
         .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
         .ok_or("invalid state hash")?;
-    // The state stays in the buffer it was read into (a large one is tens of megabytes): the
-    // prefix is removed in place instead of copying the state out.
-    body.drain(..MAGIC.len() + 4 + len);
-    let state = body;
     Ok(Checkpoint::from_parts(
         header.id,
         header.frontier,
@@ -87,10 +101,11 @@ fn decode(mut body: Vec<u8>) -> Result<Checkpoint, String> {
 /// The stored checkpoint, if any, with its id verified.
 pub(crate) fn read(layout: &Layout) -> Result<Option<Checkpoint>, RelayError> {
     let path = layout.checkpoint_file();
-    let Some(bytes) = read_checked(&path)? else {
+    // The state is read into its own buffer, which the checkpoint then owns.
+    let Some((head, state)) = read_checked_split(&path, head_len)? else {
         return Ok(None);
     };
-    let checkpoint = decode(bytes).map_err(|what| corrupt(&path, what))?;
+    let checkpoint = decode(head, state).map_err(|what| corrupt(&path, what))?;
     checkpoint
         .verify_id()
         .map_err(|e| corrupt(&path, format!("stored checkpoint does not verify: {e}")))?;
@@ -120,6 +135,13 @@ mod tests {
     use crate::domain::oplog::{fold, State};
     use crate::ports::conformance::relay::{chain, device, frontier_of};
 
+    /// Splits `body` as a read does and decodes it.
+    fn decode_body(mut body: Vec<u8>) -> Result<Checkpoint, String> {
+        let split = head_len(&body, body.len()).min(body.len());
+        let state = body.split_off(split);
+        decode(body, state)
+    }
+
     fn checkpoint() -> Checkpoint {
         let ops = chain(device(1), 3, 1_000);
         Checkpoint::new(frontier_of(&[&ops]), &fold(&ops).expect("fold"))
@@ -130,13 +152,13 @@ mod tests {
         let cp = checkpoint();
         let binary = encode(&cp).expect("encode");
         assert!(binary.starts_with(MAGIC));
-        assert_eq!(decode(binary.clone()).expect("binary"), cp);
+        assert_eq!(decode_body(binary.clone()).expect("binary"), cp);
         let json = serde_json::to_vec(&cp).expect("json");
         assert!(binary.len() < json.len());
-        assert_eq!(decode(json).expect("format 1"), cp);
+        assert_eq!(decode_body(json).expect("format 1"), cp);
         let empty = Checkpoint::new(Frontier::new(), &State::new());
         assert_eq!(
-            decode(encode(&empty).expect("encode")).expect("empty"),
+            decode_body(encode(&empty).expect("encode")).expect("empty"),
             empty
         );
     }
@@ -145,11 +167,11 @@ mod tests {
     fn damaged_bodies_are_refused_not_panicked_on() {
         let binary = encode(&checkpoint()).expect("encode");
         for cut in 0..MAGIC.len() + 8 {
-            assert!(decode(binary[..cut].to_vec()).is_err(), "cut at {cut}");
+            assert!(decode_body(binary[..cut].to_vec()).is_err(), "cut at {cut}");
         }
         let mut long = binary;
         long[4..8].copy_from_slice(&u32::MAX.to_be_bytes());
-        assert!(decode(long).is_err());
-        assert!(decode(b"TCK3".to_vec()).is_err());
+        assert!(decode_body(long).is_err());
+        assert!(decode_body(b"TCK3".to_vec()).is_err());
     }
 }
