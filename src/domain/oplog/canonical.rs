@@ -476,5 +476,20 @@ mod tests {
             // With serde_json's sorted maps, compact output matches byte for byte.
             prop_assert_eq!(serde_json::to_vec(&v).unwrap(), bytes);
         }
+
+        /// Strings escape exactly as `serde_json` escapes them, wherever the bytes to escape
+        /// fall (runs of 0 to 40 clean bytes between them).
+        #[test]
+        fn strings_escape_like_serde_json_at_every_offset(
+            parts in prop::collection::vec(
+                ("[a-z é☃/]{0,40}", prop::sample::select(vec!["\"", "\\", "\n", "\u{0}", "\u{1f}", "\u{7f}", ""])),
+                0..12,
+            )
+        ) {
+            let s: String = parts.iter().flat_map(|(clean, odd)| [clean.as_str(), odd]).collect();
+            let mut out = Vec::new();
+            write_json_string(&s, &mut out);
+            prop_assert_eq!(String::from_utf8(out).unwrap(), serde_json::to_string(&s).unwrap());
+        }
     }
 }

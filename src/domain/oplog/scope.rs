@@ -75,8 +75,8 @@ impl From<OrgId> for String {
 }
 
 /// Who an op belongs to.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Serialize)]
+#[serde(into = "String")]
 pub enum Scope {
     /// The user's own devices; sealed with the user's personal scope key.
     Personal,
@@ -123,6 +123,17 @@ impl FromStr for Scope {
     type Err = IdError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Self::parse(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Scope {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // Every checkpoint entry carries a scope: parsed from the borrowed text, not a copy.
+        crate::domain::ids::deserialize_parsed(
+            d,
+            "a scope (\"personal\" or \"shared:<org>\")",
+            Self::parse,
+        )
     }
 }
 

@@ -23,13 +23,14 @@
 //! under the wrong key, a payload the fold would refuse, a losing write) is refused.
 
 use std::collections::BTreeMap;
+use std::ops::Range;
 
 use serde::Deserialize;
 use serde_json::error::Category;
 use serde_json::Value;
 
 use super::canonical::{write_canonical_json, write_display, write_hex, write_json_string};
-use super::fold::{prepare, FoldError, State};
+use super::fold::{prepare, FoldError, Item, Prepared, State};
 use super::hlc::Hlc;
 use super::op::OpId;
 use super::scope::Scope;
@@ -38,6 +39,10 @@ use super::surface::Surface;
 /// About how many bytes [`State::from_canonical_bytes`] re-encodes before comparing them with
 /// its input.
 const COMPARE_CHUNK: usize = 64 * 1024;
+
+/// From this many entries on, [`State::from_canonical_bytes`] re-encodes the state in two
+/// halves on two threads; below it, a thread costs more than it saves.
+const PARALLEL_COMPARE_MIN_ENTRIES: usize = 4096;
 
 /// The version of the state layout.
 pub const STATE_LAYOUT_VERSION: u64 = 1;
@@ -86,6 +91,13 @@ struct EntryDoc {
     scope: Scope,
 }
 
+impl EntryDoc {
+    /// Checks the entry as the fold checks an op on `surface`.
+    fn prepare(self, surface: &Surface) -> Result<Prepared, FoldError> {
+        prepare(self.op_id, self.hlc, &self.scope, surface, self.payload)
+    }
+}
+
 impl State {
     /// The canonical JSON value of the state (see the module docs): its canonical bytes,
     /// parsed.
@@ -98,13 +110,43 @@ impl State {
     /// without building (and cloning every payload into) a JSON tree first.
     pub fn to_canonical_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(4096);
-        self.write_canonical_bytes(&mut out, &mut |_| {});
+        self.write_canonical_bytes(&mut Writer::new(&mut out, &mut |_| {}, 0..usize::MAX));
         out
     }
 
-    /// Whether `bytes` are exactly this state's canonical bytes, compared as they are written
-    /// (in chunks of about [`COMPARE_CHUNK`] bytes) instead of building the whole encoding.
+    /// Whether `bytes` are exactly this state's canonical bytes. A large state is re-encoded
+    /// in two halves at once: the first half is compared as it is written, the second is
+    /// written on a second thread and compared against the end of `bytes`.
     fn encodes_to(&self, bytes: &[u8]) -> bool {
+        let entries = self.entry_count();
+        if entries < PARALLEL_COMPARE_MIN_ENTRIES {
+            return self.compare_window(0..usize::MAX, bytes) == Some(bytes.len());
+        }
+        let half = entries / 2;
+        std::thread::scope(|scope| {
+            let second = scope.spawn(|| {
+                // Reserved at the input's size (only what is written is touched): growing a
+                // buffer of tens of megabytes by doubling would copy it over and over.
+                let mut out = Vec::with_capacity(bytes.len());
+                self.write_canonical_bytes(&mut Writer::new(
+                    &mut out,
+                    &mut |_| {},
+                    half..usize::MAX,
+                ));
+                out
+            });
+            let first = self.compare_window(0..half, bytes);
+            let second = second
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            first.is_some_and(|len| bytes.get(len..) == Some(&second[..]))
+        })
+    }
+
+    /// Writes the part of the encoding that `window` selects (see [`Writer`]) and compares it
+    /// with the start of `bytes` as it is written, in chunks of about [`COMPARE_CHUNK`] bytes.
+    /// Returns the part's length if every byte of it matched.
+    fn compare_window(&self, window: Range<usize>, bytes: &[u8]) -> Option<usize> {
         let (mut pos, mut same) = (0, true);
         let mut compare = |chunk: &mut Vec<u8>| {
             let end = pos + chunk.len();
@@ -113,43 +155,50 @@ impl State {
             chunk.clear();
         };
         let mut buf = Vec::with_capacity(2 * COMPARE_CHUNK);
-        self.write_canonical_bytes(&mut buf, &mut |chunk| {
+        let mut flush = |chunk: &mut Vec<u8>| {
             if chunk.len() >= COMPARE_CHUNK {
                 compare(chunk);
             }
-        });
+        };
+        self.write_canonical_bytes(&mut Writer::new(&mut buf, &mut flush, window));
         compare(&mut buf);
-        same && pos == bytes.len()
+        same.then_some(pos)
     }
 
-    /// Writes the canonical bytes to `out`, calling `flush` with `out` after each entry (it may
-    /// take the bytes written so far and clear `out`).
-    fn write_canonical_bytes(&self, out: &mut Vec<u8>, flush: &mut dyn FnMut(&mut Vec<u8>)) {
-        out.extend_from_slice(b"{\"events\":{");
+    /// How many entries the encoding holds: every event, intent entry and record.
+    fn entry_count(&self) -> usize {
+        let events: usize = self.events.values().map(BTreeMap::len).sum();
+        let intents: usize = self
+            .intents
+            .views()
+            .map(|v| self.intents.entries(&v.intent_id).count())
+            .sum();
+        events + intents + self.records.len()
+    }
+
+    /// Writes the canonical bytes through `w`, entry by entry.
+    fn write_canonical_bytes(&self, w: &mut Writer<'_>) {
+        w.raw(b"{\"events\":{");
         let events = sorted_by_name(self.events.iter().map(|(s, st)| (s.to_string(), st)));
         for (i, (surface, stream)) in events.into_iter().enumerate() {
-            write_key(out, i, &surface);
-            write_entries(
-                out,
-                flush,
+            w.key(i, &surface);
+            w.entries(
                 stream
                     .values()
                     .map(|e| (&e.op_id, &e.hlc, &e.scope, &e.payload)),
             );
         }
-        out.extend_from_slice(b"},\"intents\":{");
+        w.raw(b"},\"intents\":{");
         let views = sorted_by_name(self.intents.views().map(|v| (v.intent_id.to_string(), v)));
         for (i, (name, view)) in views.into_iter().enumerate() {
-            write_key(out, i, &name);
-            write_entries(
-                out,
-                flush,
+            w.key(i, &name);
+            w.entries(
                 self.intents
                     .entries(&view.intent_id)
                     .map(|e| (&e.op_id, &e.hlc, &e.scope, &e.payload)),
             );
         }
-        out.extend_from_slice(b"},\"records\":{");
+        w.raw(b"},\"records\":{");
         let mut records: BTreeMap<String, BTreeMap<String, BTreeMap<&str, _>>> = BTreeMap::new();
         for ((surface, scope, key), r) in &self.records {
             records
@@ -161,23 +210,24 @@ impl State {
         }
         // BTreeMap<String, _> iterates in byte order of the keys: canonical order.
         for (i, (surface, by_scope)) in records.iter().enumerate() {
-            write_key(out, i, surface);
-            out.push(b'{');
+            w.key(i, surface);
+            w.raw(b"{");
             for (j, (scope, by_key)) in by_scope.iter().enumerate() {
-                write_key(out, j, scope);
-                out.push(b'{');
+                w.key(j, scope);
+                w.raw(b"{");
                 for (k, (key, r)) in by_key.iter().enumerate() {
-                    write_key(out, k, key);
-                    write_entry(out, &r.op_id, &r.hlc, &r.scope, &r.payload);
-                    flush(out);
+                    w.entry(|out| {
+                        write_key(out, k, key);
+                        write_entry(out, &r.op_id, &r.hlc, &r.scope, &r.payload);
+                    });
                 }
-                out.push(b'}');
+                w.raw(b"}");
             }
-            out.push(b'}');
+            w.raw(b"}");
         }
-        out.extend_from_slice(b"},\"v\":");
-        out.extend_from_slice(STATE_LAYOUT_VERSION.to_string().as_bytes());
-        out.push(b'}');
+        w.raw(b"},\"v\":");
+        w.raw(STATE_LAYOUT_VERSION.to_string().as_bytes());
+        w.raw(b"}");
     }
 
     /// Decodes canonical state bytes, refusing anything not exactly canonical.
@@ -193,27 +243,34 @@ impl State {
             return Err(StateDecodeError::UnsupportedVersion(doc.v));
         }
         let mut state = State::new();
-        let mut add = |surface: &Surface, e: EntryDoc| -> Result<(), StateDecodeError> {
-            let prepared = prepare(e.op_id, e.hlc, &e.scope, surface, e.payload)?;
-            state.insert(prepared);
-            Ok(())
-        };
         for (surface, entries) in doc.events {
             let surface = parse_surface(&surface)?;
+            let mut stream = Vec::with_capacity(entries.len());
             for e in entries {
-                add(&surface, e)?;
+                let prepared = e.prepare(&surface)?;
+                match prepared.item {
+                    Item::Event(event) => stream.push(event),
+                    // Not an event surface: filed as the fold would, refused by the re-encoding.
+                    item => {
+                        state.insert(Prepared {
+                            surface: prepared.surface,
+                            item,
+                        });
+                    }
+                }
             }
+            state.insert_stream(surface, stream);
         }
         for (_, entries) in doc.intents {
             for e in entries {
-                add(&Surface::Intent, e)?;
+                state.insert(e.prepare(&Surface::Intent)?);
             }
         }
         for (surface, by_scope) in doc.records {
             let surface = parse_surface(&surface)?;
             for (_, by_key) in by_scope {
                 for (_, e) in by_key {
-                    add(&surface, e)?;
+                    state.insert(e.prepare(&surface)?);
                 }
             }
         }
@@ -240,20 +297,74 @@ fn write_key(out: &mut Vec<u8>, index: usize, key: &str) {
     out.push(b':');
 }
 
-fn write_entries<'a>(
-    out: &mut Vec<u8>,
-    flush: &mut dyn FnMut(&mut Vec<u8>),
-    entries: impl Iterator<Item = (&'a OpId, &'a Hlc, &'a Scope, &'a Value)>,
-) {
-    out.push(b'[');
-    for (i, (op_id, hlc, scope, payload)) in entries.enumerate() {
-        if i > 0 {
-            out.push(b',');
+/// Writes the canonical bytes, or one part of them: the encoding is cut into slots, one per
+/// entry (in encoding order), each holding its entry and every byte written after the entry
+/// before it; the last slot holds what follows the last entry. Only the slots in `window` are
+/// written, so the parts for `0..k` and `k..` joined are the whole encoding.
+struct Writer<'a> {
+    out: &'a mut Vec<u8>,
+    /// Called with `out` after each entry written; may take the bytes and clear `out`.
+    flush: &'a mut dyn FnMut(&mut Vec<u8>),
+    /// The slot being written: the number of entries before it.
+    slot: usize,
+    window: Range<usize>,
+}
+
+impl<'a> Writer<'a> {
+    fn new(
+        out: &'a mut Vec<u8>,
+        flush: &'a mut dyn FnMut(&mut Vec<u8>),
+        window: Range<usize>,
+    ) -> Self {
+        Self {
+            out,
+            flush,
+            slot: 0,
+            window,
         }
-        write_entry(out, op_id, hlc, scope, payload);
-        flush(out);
     }
-    out.push(b']');
+
+    fn writing(&self) -> bool {
+        self.window.contains(&self.slot)
+    }
+
+    fn raw(&mut self, bytes: &[u8]) {
+        if self.writing() {
+            self.out.extend_from_slice(bytes);
+        }
+    }
+
+    fn key(&mut self, index: usize, key: &str) {
+        if self.writing() {
+            write_key(self.out, index, key);
+        }
+    }
+
+    /// Writes one entry (with whatever precedes it in its container) and moves to the next
+    /// slot.
+    fn entry(&mut self, write: impl FnOnce(&mut Vec<u8>)) {
+        if self.writing() {
+            write(self.out);
+            (self.flush)(self.out);
+        }
+        self.slot += 1;
+    }
+
+    fn entries<'e>(
+        &mut self,
+        entries: impl Iterator<Item = (&'e OpId, &'e Hlc, &'e Scope, &'e Value)>,
+    ) {
+        self.raw(b"[");
+        for (i, (op_id, hlc, scope, payload)) in entries.enumerate() {
+            self.entry(|out| {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_entry(out, op_id, hlc, scope, payload);
+            });
+        }
+        self.raw(b"]");
+    }
 }
 
 /// One entry: `{"hlc": .., "op_id": .., "payload": .., "scope": ..}`, keys in canonical order.
@@ -299,24 +410,34 @@ mod tests {
     use proptest::prelude::*;
     use serde_json::json;
 
-    fn sample() -> State {
-        let mut a = OpAuthor::new(dev(1));
-        let mut op = |surface: Surface, payload: Value| {
-            a.append(1, Scope::Personal, surface, OpPayload::Plain(payload))
-                .unwrap()
-        };
-        let ops = [
-            op(
-                Surface::Conversation,
-                json!({"conversation_id": "c", "role": "user", "text": "hi"}),
-            ),
-            op(Surface::Knowledge, json!({"key": "k", "body": 1})),
-            op(
-                Surface::Intent,
-                json!({"intent_id": "i", "run_id": dev(9).to_string(), "status": "pending"}),
-            ),
-        ];
+    /// The fold of personal plaintext ops by one device, in the order given.
+    fn fold_of(device: u128, ops: Vec<(Surface, Value)>) -> State {
+        let mut a = OpAuthor::new(dev(device));
+        let ops: Vec<_> = ops
+            .into_iter()
+            .map(|(surface, payload)| {
+                a.append(1, Scope::Personal, surface, OpPayload::Plain(payload))
+                    .unwrap()
+            })
+            .collect();
         fold(&ops).unwrap()
+    }
+
+    fn sample() -> State {
+        fold_of(
+            1,
+            vec![
+                (
+                    Surface::Conversation,
+                    json!({"conversation_id": "c", "role": "user", "text": "hi"}),
+                ),
+                (Surface::Knowledge, json!({"key": "k", "body": 1})),
+                (
+                    Surface::Intent,
+                    json!({"intent_id": "i", "run_id": dev(9).to_string(), "status": "pending"}),
+                ),
+            ],
+        )
     }
 
     fn text(s: &State) -> String {
@@ -431,6 +552,110 @@ mod tests {
         let mut longer = bytes;
         longer.push(b' ');
         assert!(!s.encodes_to(&longer));
+    }
+
+    #[test]
+    fn a_stream_out_of_order_duplicated_or_misfiled_is_refused() {
+        let doc = fold_of(
+            5,
+            vec![
+                (
+                    Surface::Conversation,
+                    json!({"conversation_id": "c", "role": "user", "text": "a"}),
+                ),
+                (
+                    Surface::Conversation,
+                    json!({"conversation_id": "c", "role": "assistant", "text": "b"}),
+                ),
+                (Surface::Knowledge, json!({"key": "k", "body": 1})),
+            ],
+        )
+        .to_canonical_json();
+        let refused = |edit: &dyn Fn(&mut Value)| {
+            let mut d = doc.clone();
+            edit(&mut d);
+            State::from_canonical_bytes(&canonical_json(&d)).unwrap_err()
+        };
+        fn stream(d: &mut Value) -> &mut Vec<Value> {
+            d["events"]["conversation"].as_array_mut().unwrap()
+        }
+        assert_eq!(
+            refused(&|d| stream(d).reverse()),
+            StateDecodeError::NonCanonical
+        );
+        assert_eq!(
+            refused(&|d| {
+                let first = stream(d)[0].clone();
+                stream(d).insert(0, first);
+            }),
+            StateDecodeError::NonCanonical
+        );
+        assert_eq!(
+            refused(&|d| {
+                let record = d["records"]["knowledge"]["personal"]["k"].take();
+                d["records"] = json!({});
+                d["events"]["knowledge"] = json!([record]);
+            }),
+            StateDecodeError::NonCanonical
+        );
+    }
+
+    fn window(s: &State, window: Range<usize>) -> Vec<u8> {
+        let mut out = Vec::new();
+        s.write_canonical_bytes(&mut Writer::new(&mut out, &mut |_| {}, window));
+        out
+    }
+
+    #[test]
+    fn the_parts_before_and_from_any_entry_join_into_the_whole_encoding() {
+        let s = sample();
+        let whole = s.to_canonical_bytes();
+        assert_eq!(s.entry_count(), 3);
+        for k in 0..=4 {
+            let joined = [window(&s, 0..k), window(&s, k..usize::MAX)].concat();
+            assert_eq!(
+                String::from_utf8(joined).unwrap(),
+                String::from_utf8(whole.clone()).unwrap(),
+                "cut before entry {k}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_state_compared_in_two_halves_is_still_checked_byte_for_byte() {
+        let mut a = OpAuthor::new(dev(4));
+        let ops: Vec<_> = (0..PARALLEL_COMPARE_MIN_ENTRIES + 10)
+            .map(|i| {
+                a.append(
+                    1,
+                    Scope::Personal,
+                    Surface::Conversation,
+                    OpPayload::Plain(
+                        json!({"conversation_id": "c", "role": "user", "text": format!("m{i}")}),
+                    ),
+                )
+                .unwrap()
+            })
+            .collect();
+        let s = fold(&ops).unwrap();
+        let bytes = s.to_canonical_bytes();
+        assert!(s.encodes_to(&bytes));
+        // Where the halves meet: the entry after the middle one starts with `,{"hlc"`.
+        let middle = bytes.len() / 2;
+        let seam = middle
+            + bytes[middle..]
+                .windows(7)
+                .position(|w| w == b",{\"hlc\"")
+                .unwrap();
+        for at in [0, seam - 1, seam, seam + 1, bytes.len() - 1] {
+            let mut changed = bytes.clone();
+            changed[at] ^= 1;
+            assert!(!s.encodes_to(&changed), "a change at {at} went unseen");
+        }
+        assert!(!s.encodes_to(&bytes[..bytes.len() - 1]));
+        assert!(!s.encodes_to(&[&bytes[..seam], b" ", &bytes[seam..]].concat()));
+        assert!(!s.encodes_to(&[&bytes[..seam], &bytes[seam + 1..]].concat()));
+        assert_eq!(State::from_canonical_bytes(&bytes).unwrap(), s);
     }
 
     proptest! {
