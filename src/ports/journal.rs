@@ -161,9 +161,17 @@ pub trait Journal: Send + Sync + Debug + 'static {
     /// Optionally writes `checkpoint`'s state durably ahead of [`Journal::install_base`], so a
     /// caller can do it while it verifies the checkpoint and the install itself only commits a
     /// small record. Staging changes nothing the journal reports; a staged checkpoint that is
-    /// never installed is discarded by a later install or reopen. The default does nothing.
+    /// never installed is discarded by [`Journal::discard_staged`], a later install or a
+    /// reopen. The default does nothing.
     fn stage_base(&self, checkpoint: &Checkpoint) -> Result<(), JournalError> {
         let _ = checkpoint;
+        Ok(())
+    }
+
+    /// Removes whatever [`Journal::stage_base`] wrote for checkpoints that were not installed,
+    /// keeping the installed base: a caller calls it when a checkpoint it staged turned out
+    /// unusable. The default does nothing.
+    fn discard_staged(&self) -> Result<(), JournalError> {
         Ok(())
     }
 }

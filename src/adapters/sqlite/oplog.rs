@@ -413,6 +413,10 @@ impl Journal for SqliteJournal {
         }
     }
 
+    fn discard_staged(&self) -> Result<(), JournalError> {
+        self.discard_stale_base_files()
+    }
+
     fn install_base(&self, checkpoint: &Checkpoint) -> Result<(), JournalError> {
         let (id, frontier, hash, state) = checkpoint_to_sql(checkpoint)?;
         let (state, in_file): (&[u8], bool) = match &self.base_files {

@@ -62,7 +62,9 @@ impl DeviceSync {
     /// rebuilds the fold from it plus the journal's tail. A pump afterwards pulls the rest.
     ///
     /// Returns whether anything changed: `false` when the relay has no checkpoint, it already
-    /// is the base, or it covers less than the current base.
+    /// is the base, or it covers less than the current base. A checkpoint that does not open
+    /// (a wrong key, an altered state, a plaintext state under E2E) is an error that changes
+    /// nothing; the copy of its state staged meanwhile is removed.
     pub async fn rebase(&mut self) -> Result<bool, SyncError> {
         let Some(checkpoint) = self.relay.latest_checkpoint().await? else {
             return Ok(false);
@@ -89,7 +91,13 @@ impl DeviceSync {
             })
         };
         let (staged, opened) = tokio::join!(staged, opened);
-        let (mut opener, state) = opened?;
+        let (mut opener, state) = match opened {
+            Ok(opened) => opened,
+            Err(e) => {
+                self.discard_staged().await;
+                return Err(e);
+            }
+        };
         staged?;
         let journal = Arc::clone(&self.journal);
         let rebuilt = blocking(move || {
@@ -106,6 +114,7 @@ impl DeviceSync {
         })
         .await?;
         let Some((state, frontier, base)) = rebuilt else {
+            self.discard_staged().await;
             return Ok(false);
         };
         self.state = state;
@@ -118,6 +127,15 @@ impl DeviceSync {
         self.frontier = frontier;
         tracing::debug!(base = ?self.base, "rebased onto the relay's checkpoint");
         Ok(true)
+    }
+
+    /// Removes a staged checkpoint state that will not be installed. Best effort: it would
+    /// also go at the next install or reopen, so a failure is only logged.
+    async fn discard_staged(&self) {
+        let journal = Arc::clone(&self.journal);
+        if let Err(e) = blocking(move || Ok(journal.discard_staged()?)).await {
+            tracing::warn!(error = %e, "could not remove a staged checkpoint state");
+        }
     }
 }
 

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use serde_json::json;
 use tandem::adapters::fs_relay::FsRelay;
 use tandem::adapters::memory::MemoryRelay;
-use tandem::app::sync::{DeviceSync, SyncConfig};
-use tandem::domain::oplog::{Scope, Surface};
+use tandem::app::sync::{DeviceSync, SyncConfig, SyncError};
+use tandem::domain::oplog::{Checkpoint, Scope, Surface};
 use tandem::ports::{Clock, Relay};
 
 use super::harness::{clock, dev, fact, file_journal, memory_journal, org, said, World};
@@ -201,6 +201,54 @@ async fn reopening_from_the_database_file_preserves_everything() {
         )
         .await;
     assert_eq!((c.state_hash(), c.base_checkpoint()), (c_hash, c_base));
+    assert_eq!(c.state_hash(), a.state_hash());
+}
+
+#[tokio::test]
+async fn a_checkpoint_that_fails_to_open_leaves_no_staged_state_and_changes_nothing() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let clock = clock();
+    let relay = Arc::new(MemoryRelay::new());
+    let world = World::new(Arc::clone(&relay) as Arc<dyn Relay>, Arc::clone(&clock));
+    let mut a = world.device(1, &clock).await;
+    chatter(&mut a, "a", 4).await;
+    a.pump().await.expect("a pumps");
+    // A plaintext checkpoint of a's fold: its id verifies, but an E2E device must refuse it.
+    let plain = Checkpoint::new(a.frontier().clone(), a.state());
+    relay.put_checkpoint(&plain).await.expect("put");
+
+    let mut c = world
+        .device_on(
+            3,
+            file_journal(&dir.path().join("c.db")),
+            Arc::clone(&clock),
+            Arc::clone(&world.keys),
+            true,
+        )
+        .await;
+    let before = (c.state_hash(), c.frontier().clone(), c.base_checkpoint());
+    let err = c
+        .rebase()
+        .await
+        .expect_err("a plaintext checkpoint under E2E");
+    assert!(
+        matches!(err, SyncError::PlaintextCheckpoint { id } if id == plain.id()),
+        "{err:?}"
+    );
+    let mut staged = Vec::new();
+    files_under(&dir.path().join("c.db-base"), &mut staged);
+    assert_eq!(
+        staged,
+        Vec::<std::path::PathBuf>::new(),
+        "the staged state is gone"
+    );
+    assert_eq!(
+        (c.state_hash(), c.frontier().clone(), c.base_checkpoint()),
+        before
+    );
+    // The device still syncs from the ops themselves.
+    let report = c.pump().await.expect("c pumps");
+    assert_eq!(report.journaled, 8);
     assert_eq!(c.state_hash(), a.state_hash());
 }
 
