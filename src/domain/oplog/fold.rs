@@ -281,7 +281,7 @@ impl State {
 
     /// Adds a whole event stream for `surface` at once, built in one pass instead of one
     /// tree descent per entry (decoding a checkpoint adds every stream this way). Entries
-    /// should come in `(hlc, op_id)` order; a later duplicate of a key replaces the earlier.
+    /// should come in `(hlc, op_id)` order; of entries with the same key only one is kept.
     pub(super) fn insert_stream(&mut self, surface: Surface, entries: Vec<EventEntry>) {
         let stream = entries.into_iter().map(|e| ((e.hlc, e.op_id), e));
         match self.events.get_mut(&surface) {

@@ -329,7 +329,8 @@ pub fn install_base_refuses_forks_and_regressions(j: &dyn Journal) {
 }
 
 /// `stage_base_changes_nothing_until_installed`: staging is invisible; installing what was
-/// staged is an ordinary install, and the base reads back byte for byte.
+/// staged is an ordinary install, and the base reads back byte for byte; discarding what was
+/// staged never touches the installed base.
 pub fn stage_base_changes_nothing_until_installed(j: &dyn Journal) {
     let a = chain(dev(1), 4, "a");
     j.commit(&a).expect("commit");
@@ -354,7 +355,9 @@ pub fn stage_base_changes_nothing_until_installed(j: &dyn Journal) {
     let cp = Checkpoint::new(frontier_of(&[&a[2]]), &state);
     let before = (j.frontier().expect("frontier"), held(j, dev(1)));
     j.stage_base(&cp).expect("stage");
+    j.discard_staged().expect("discard what was staged");
     j.stage_base(&cp).expect("stage again");
+    j.stage_base(&cp).expect("and again");
     assert_eq!(
         j.base_checkpoint().expect("base"),
         Some(first.clone()),
@@ -373,11 +376,15 @@ pub fn stage_base_changes_nothing_until_installed(j: &dyn Journal) {
     // Staging an older checkpoint afterwards changes nothing either, and installing it is
     // still a regression.
     j.stage_base(&first).expect("stage an older one");
-    assert_eq!(j.base_checkpoint().expect("base"), Some(cp));
+    assert_eq!(j.base_checkpoint().expect("base").as_ref(), Some(&cp));
     assert!(matches!(
         j.install_base(&first),
         Err(JournalError::BaseRegression { .. })
     ));
+    // Discarding what was staged keeps the installed base whole.
+    j.discard_staged().expect("discard the older one");
+    let base = j.base_checkpoint().expect("base").expect("a base");
+    assert_eq!(base.state_bytes(), cp.state_bytes());
 }
 
 /// `local_device_id_is_sticky`: the first candidate wins.
