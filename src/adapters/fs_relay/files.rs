@@ -25,28 +25,6 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), RelayError> 
     atomic_file::replace(path, bytes).map_err(step_err)
 }
 
-/// Reads a whole small file; `None` if it does not exist.
-pub(crate) fn read_small(path: &Path) -> Result<Option<Vec<u8>>, RelayError> {
-    let file = match File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(io_err("open", path)(e)),
-    };
-    // Sized from the file's length up front: a checkpoint can be tens of megabytes.
-    let len = file
-        .metadata()
-        .map_or(0, |m| m.len())
-        .min(MAX_SMALL_FILE + 1);
-    let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
-    file.take(MAX_SMALL_FILE + 1)
-        .read_to_end(&mut bytes)
-        .map_err(io_err("read", path))?;
-    if bytes.len() as u64 > MAX_SMALL_FILE {
-        return Err(corrupt(path, "file is too large"));
-    }
-    Ok(Some(bytes))
-}
-
 /// The length of a checked file's first line: 64 hex digits and a newline.
 const DIGEST_LINE: usize = 65;
 
@@ -61,18 +39,13 @@ pub(crate) fn write_checked(path: &Path, body: &[u8]) -> Result<(), RelayError> 
 /// Reads a checked file's body; `None` if the file does not exist, [`RelayError::Corrupt`]
 /// if its digest does not match.
 pub(crate) fn read_checked(path: &Path) -> Result<Option<Vec<u8>>, RelayError> {
-    let Some(mut bytes) = read_small(path)? else {
-        return Ok(None);
-    };
-    if bytes.len() < DIGEST_LINE || bytes[DIGEST_LINE - 1] != b'\n' {
-        return Err(corrupt(path, "missing digest line"));
-    }
-    if bytes[..DIGEST_LINE - 1] != *to_hex(&Sha256::digest(&bytes[DIGEST_LINE..])).as_bytes() {
-        return Err(corrupt(path, "content does not match its digest"));
-    }
-    // The body stays in the buffer it was read into instead of being copied out.
-    bytes.drain(..DIGEST_LINE);
-    Ok(Some(bytes))
+    // All head: a tail holds only what the file grew by since it was measured.
+    Ok(
+        read_checked_split(path, |_, len| len)?.map(|(mut head, tail)| {
+            head.extend_from_slice(&tail);
+            head
+        }),
+    )
 }
 
 /// A body read in two buffers: its first bytes and the rest.
@@ -103,6 +76,8 @@ pub(crate) fn read_checked_split(
         .take(DIGEST_LINE as u64 + PROBE)
         .read_to_end(&mut head)
         .map_err(io_err("read", path))?;
+    // A file that ended within the probe (every roster entry and manifest) is read whole.
+    let whole = head.len() < DIGEST_LINE + PROBE as usize;
     if head.len() < DIGEST_LINE || head[DIGEST_LINE - 1] != b'\n' {
         return Err(corrupt(path, "missing digest line"));
     }
@@ -110,7 +85,7 @@ pub(crate) fn read_checked_split(
         .unwrap_or(usize::MAX)
         .saturating_sub(DIGEST_LINE);
     let split = DIGEST_LINE + head_len(&head[DIGEST_LINE..], body_len).min(body_len);
-    if split > head.len() {
+    if split > head.len() && !whole {
         (&mut file)
             .take((split - head.len()) as u64)
             .read_to_end(&mut head)
@@ -119,10 +94,12 @@ pub(crate) fn read_checked_split(
     let mut tail = Vec::with_capacity((DIGEST_LINE + body_len).saturating_sub(split));
     tail.extend_from_slice(head.get(split..).unwrap_or_default());
     head.truncate(split);
-    // Bounded like `read_small`: the file may have grown since it was measured.
-    file.take((MAX_SMALL_FILE + 1).saturating_sub((head.len() + tail.len()) as u64))
-        .read_to_end(&mut tail)
-        .map_err(io_err("read", path))?;
+    if !whole {
+        // Bounded: the file may have grown since it was measured.
+        file.take((MAX_SMALL_FILE + 1).saturating_sub((head.len() + tail.len()) as u64))
+            .read_to_end(&mut tail)
+            .map_err(io_err("read", path))?;
+    }
     if (head.len() + tail.len()) as u64 > MAX_SMALL_FILE {
         return Err(corrupt(path, "file is too large"));
     }

@@ -320,23 +320,9 @@ mod tests {
 
     #[test]
     fn a_large_state_hashed_beside_its_decoding_is_still_checked() {
-        use crate::domain::oplog::{test_support::dev, OpAuthor, OpPayload, Scope, Surface};
-        let mut author = OpAuthor::new(dev(5));
-        let ops: Vec<_> = (0..2600)
-            .map(|i| {
-                let text = format!("turn {i} {}", "z".repeat(400));
-                let payload =
-                    serde_json::json!({"conversation_id": "c", "role": "user", "text": text});
-                author
-                    .append(
-                        1,
-                        Scope::Personal,
-                        Surface::Conversation,
-                        OpPayload::Plain(payload),
-                    )
-                    .unwrap()
-            })
-            .collect();
+        let ops = crate::domain::oplog::test_support::user_turns(5, 2600, |i| {
+            format!("turn {i} {}", "z".repeat(400))
+        });
         let state = fold(&ops).unwrap();
         let cp = Checkpoint::new(frontier_of(&[ops]), &state);
         assert!(cp.state_bytes().len() >= PARALLEL_HASH_MIN_BYTES);

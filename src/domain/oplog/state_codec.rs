@@ -110,8 +110,13 @@ impl State {
     /// without building (and cloning every payload into) a JSON tree first.
     pub fn to_canonical_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(4096);
-        self.write_canonical_bytes(&mut Writer::new(&mut out, &mut |_| {}, 0..usize::MAX));
+        self.write_window(0..usize::MAX, &mut out);
         out
+    }
+
+    /// Appends the part of the encoding that `window` selects (see [`Writer`]) to `out`.
+    fn write_window(&self, window: Range<usize>, out: &mut Vec<u8>) {
+        self.write_canonical_bytes(&mut Writer::new(out, &mut |_| {}, window));
     }
 
     /// Whether `bytes` are exactly this state's canonical bytes. A large state is re-encoded
@@ -128,11 +133,7 @@ impl State {
                 // Reserved at the input's size (only what is written is touched): growing a
                 // buffer of tens of megabytes by doubling would copy it over and over.
                 let mut out = Vec::with_capacity(bytes.len());
-                self.write_canonical_bytes(&mut Writer::new(
-                    &mut out,
-                    &mut |_| {},
-                    half..usize::MAX,
-                ));
+                self.write_window(half..usize::MAX, &mut out);
                 out
             });
             let first = self.compare_window(0..half, bytes);
@@ -405,7 +406,7 @@ mod tests {
     use crate::domain::oplog::author::OpAuthor;
     use crate::domain::oplog::canonical::canonical_json;
     use crate::domain::oplog::fold::fold;
-    use crate::domain::oplog::test_support::{arb_chains, author, dev};
+    use crate::domain::oplog::test_support::{arb_chains, author, dev, user_turns};
     use crate::domain::oplog::OpPayload;
     use proptest::prelude::*;
     use serde_json::json;
@@ -526,19 +527,7 @@ mod tests {
 
     #[test]
     fn the_chunked_comparison_sees_every_byte_of_a_large_state() {
-        let mut a = OpAuthor::new(dev(3));
-        let ops: Vec<_> = (0..400)
-            .map(|i| {
-                let text = format!("message {i} {}", "y".repeat(400));
-                a.append(
-                    1,
-                    Scope::Personal,
-                    Surface::Conversation,
-                    OpPayload::Plain(json!({"conversation_id": "c", "role": "user", "text": text})),
-                )
-                .unwrap()
-            })
-            .collect();
+        let ops = user_turns(3, 400, |i| format!("message {i} {}", "y".repeat(400)));
         let s = fold(&ops).unwrap();
         let bytes = s.to_canonical_bytes();
         assert!(bytes.len() > 2 * COMPARE_CHUNK, "{} bytes", bytes.len());
@@ -602,7 +591,7 @@ mod tests {
 
     fn window(s: &State, window: Range<usize>) -> Vec<u8> {
         let mut out = Vec::new();
-        s.write_canonical_bytes(&mut Writer::new(&mut out, &mut |_| {}, window));
+        s.write_window(window, &mut out);
         out
     }
 
@@ -623,20 +612,7 @@ mod tests {
 
     #[test]
     fn a_state_compared_in_two_halves_is_still_checked_byte_for_byte() {
-        let mut a = OpAuthor::new(dev(4));
-        let ops: Vec<_> = (0..PARALLEL_COMPARE_MIN_ENTRIES + 10)
-            .map(|i| {
-                a.append(
-                    1,
-                    Scope::Personal,
-                    Surface::Conversation,
-                    OpPayload::Plain(
-                        json!({"conversation_id": "c", "role": "user", "text": format!("m{i}")}),
-                    ),
-                )
-                .unwrap()
-            })
-            .collect();
+        let ops = user_turns(4, PARALLEL_COMPARE_MIN_ENTRIES + 10, |i| format!("m{i}"));
         let s = fold(&ops).unwrap();
         let bytes = s.to_canonical_bytes();
         assert!(s.encodes_to(&bytes));

@@ -16,6 +16,25 @@ pub(super) fn dev(n: u128) -> DeviceId {
     DeviceId::from_uuid(Uuid::from_u128(n)).expect("non-nil")
 }
 
+/// `n` personal user turns in conversation `c` authored by device `device`, turn `i` saying
+/// `text(i)`.
+pub(super) fn user_turns(device: u128, n: usize, text: impl Fn(usize) -> String) -> Vec<OpRecord> {
+    let mut author = OpAuthor::new(dev(device));
+    (0..n)
+        .map(|i| {
+            let payload = json!({"conversation_id": "c", "role": "user", "text": text(i)});
+            author
+                .append(
+                    1,
+                    Scope::Personal,
+                    Surface::Conversation,
+                    OpPayload::Plain(payload),
+                )
+                .expect("authoring a valid op")
+        })
+        .collect()
+}
+
 /// A valid chain of `n` run-surface ops authored by `device`, the first stamped at
 /// `first_wall_ms` and each later one a millisecond after.
 pub(super) fn chain(device: DeviceId, n: usize, first_wall_ms: u64) -> Vec<OpRecord> {
