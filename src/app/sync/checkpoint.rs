@@ -169,9 +169,10 @@ fn state_at(
     for (device, t) in target.iter() {
         let at = journal.ops_from(*device, t.seq, 1)?;
         let matches = match at.first() {
-            Some(op) => op.seq() == t.seq && op.op_id() == t.op_id && op.hlc() == t.hlc,
-            // Below the journal: only the base's own head can be at `t.seq`.
-            None => base_frontier.head(*device) == Some(t),
+            Some(op) if op.seq() == t.seq => op.op_id() == t.op_id && op.hlc() == t.hlc,
+            // Not in the journal, which starts after `t.seq` on this chain (or holds nothing
+            // after the base): only the base's own head can be at `t.seq`.
+            _ => base_frontier.head(*device) == Some(t),
         };
         if !matches {
             return Err(SyncError::FrontierMismatch {

@@ -75,6 +75,56 @@ async fn a_new_device_rebased_on_a_checkpoint_plus_the_tail_equals_full_replay()
     assert!(!c.rebase().await.expect("rebase again"), "already the base");
 }
 
+/// A device whose base checkpoint ends a chain exactly where the stable frontier does, while
+/// its journal holds later ops of that chain, publishes the checkpoint at the stable frontier
+/// (it used to refuse, mistaking the first journaled op after the base for a fork).
+#[tokio::test]
+async fn a_checkpoint_at_the_stable_frontier_can_start_at_the_devices_own_base() {
+    let clock = clock();
+    let relay = Arc::new(MemoryRelay::new());
+    let world = World::new(Arc::clone(&relay) as Arc<dyn Relay>, Arc::clone(&clock));
+    let mut a = world.device(1, &clock).await;
+    let mut b = world.device(2, &clock).await;
+    chatter(&mut a, "a", 3).await;
+    a.pump().await.expect("a pushes");
+    b.pump().await.expect("b acknowledges a's ops");
+    let first = a
+        .publish_checkpoint()
+        .await
+        .expect("publish")
+        .expect("a checkpoint of a's chain");
+    let now = u64::try_from(clock.now_ms()).expect("positive");
+    assert!(relay.gc(now, u64::MAX / 2).await.expect("gc").deleted > 0);
+
+    // b starts its chain but hears no more of a's; a writes on past the checkpoint.
+    chatter(&mut b, "b", 1).await;
+    b.pump().await.expect("b pushes");
+    chatter(&mut a, "tail", 2).await;
+    a.pump().await.expect("a pushes its tail and pulls b's ops");
+
+    // c starts from the checkpoint and holds a's tail in its journal.
+    let mut c = world.device(3, &clock).await;
+    assert!(c.pump().await.expect("c bootstraps").rebased);
+    assert_eq!(c.base_checkpoint(), Some(first));
+
+    // The stable frontier: a's chain where the checkpoint ends it (b has heard no more), b's
+    // whole chain. b holds exactly that.
+    let id = c
+        .publish_checkpoint()
+        .await
+        .expect("publish at a chain's base head")
+        .expect("a new checkpoint");
+    assert_ne!(id, first);
+    let published = relay
+        .latest_checkpoint()
+        .await
+        .expect("read")
+        .expect("present");
+    assert_eq!(published.id(), id);
+    assert_eq!(&published.frontier().clone(), b.frontier());
+    assert_eq!(published.state_hash(), b.state_hash());
+}
+
 #[tokio::test]
 async fn an_evicted_straggler_rebases_keeping_its_own_tail() {
     let clock = clock();
