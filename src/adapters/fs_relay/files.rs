@@ -91,27 +91,125 @@ pub(crate) fn read_checked_split(
             .read_to_end(&mut head)
             .map_err(io_err("read", path))?;
     }
-    let mut tail = Vec::with_capacity((DIGEST_LINE + body_len).saturating_sub(split));
-    tail.extend_from_slice(head.get(split..).unwrap_or_default());
+    let mut hasher = Sha256::new();
+    hasher.update(&head[DIGEST_LINE..split.min(head.len())]);
+    let prefix = head.get(split..).unwrap_or_default();
+    let tail = if whole {
+        hasher.update(prefix);
+        prefix.to_vec()
+    } else {
+        let measured = (DIGEST_LINE + body_len).saturating_sub(split);
+        read_tail(&mut file, prefix, measured, split, &mut hasher).map_err(io_err("read", path))?
+    };
     head.truncate(split);
-    if !whole {
-        // Bounded: the file may have grown since it was measured.
-        file.take((MAX_SMALL_FILE + 1).saturating_sub((head.len() + tail.len()) as u64))
-            .read_to_end(&mut tail)
-            .map_err(io_err("read", path))?;
-    }
     if (head.len() + tail.len()) as u64 > MAX_SMALL_FILE {
         return Err(corrupt(path, "file is too large"));
     }
-    let digest = Sha256::new()
-        .chain_update(&head[DIGEST_LINE..])
-        .chain_update(&tail)
-        .finalize();
+    let digest = hasher.finalize();
     if head[..DIGEST_LINE - 1] != *to_hex(&digest).as_bytes() {
         return Err(corrupt(path, "content does not match its digest"));
     }
     head.drain(..DIGEST_LINE);
     Ok(Some((head, tail)))
+}
+
+/// From this many bytes on, the rest of a checked file is hashed on a second thread while it
+/// is read (a checkpoint's state); below it, a thread costs more than it saves.
+const PARALLEL_HASH_MIN: usize = 8 * 1024 * 1024;
+
+/// Bytes per read while a second thread hashes what was read before.
+const HASH_CHUNK: usize = 4 * 1024 * 1024;
+
+/// Reads the rest of `file` into one buffer that starts with `prefix` (body bytes already read
+/// with the head) and feeds all of it to `hasher`. `measured` is the buffer's length by the
+/// file's size when it was opened, `before` how many bytes of the file come before the buffer.
+/// A large rest is hashed on a second thread, one chunk behind the reads, so the digest adds
+/// little to the read. The file may have shrunk or grown since it was measured: the buffer
+/// holds what was there (bounded by [`MAX_SMALL_FILE`]) and the digest check decides.
+fn read_tail(
+    file: &mut File,
+    prefix: &[u8],
+    measured: usize,
+    before: usize,
+    hasher: &mut Sha256,
+) -> std::io::Result<Vec<u8>> {
+    hasher.update(prefix);
+    let rest = measured.saturating_sub(prefix.len());
+    let mut tail = if rest >= PARALLEL_HASH_MIN {
+        // Zeroed by the allocator (fresh pages), not by a pass over the buffer.
+        let mut tail = vec![0u8; measured];
+        tail[..prefix.len()].copy_from_slice(prefix);
+        let read = read_hashing(file, &mut tail[prefix.len()..], hasher)?;
+        if read < rest {
+            // The file ended early.
+            tail.truncate(prefix.len() + read);
+            return Ok(tail);
+        }
+        tail
+    } else {
+        let mut tail = Vec::with_capacity(measured);
+        tail.extend_from_slice(prefix);
+        tail
+    };
+    // All of a small rest, or what a large file grew by since it was measured; bounded, so a
+    // growing file cannot grow the buffer without end.
+    let hashed = tail.len();
+    file.take((MAX_SMALL_FILE + 1).saturating_sub((before + hashed) as u64))
+        .read_to_end(&mut tail)?;
+    hasher.update(&tail[hashed..]);
+    Ok(tail)
+}
+
+/// Fills `buf` from `file` chunk by chunk while a second thread feeds each filled chunk, in
+/// order, to `hasher`. Returns how many bytes were read: less than `buf.len()` only if the file
+/// ended first.
+fn read_hashing(file: &mut File, buf: &mut [u8], hasher: &mut Sha256) -> std::io::Result<usize> {
+    let mut own = std::mem::take(hasher);
+    std::thread::scope(|scope| {
+        let (chunks, received) = std::sync::mpsc::channel::<&[u8]>();
+        let hashing = scope.spawn(move || {
+            for chunk in received {
+                own.update(chunk);
+            }
+            own
+        });
+        let mut read = Ok(0);
+        for chunk in buf.chunks_mut(HASH_CHUNK) {
+            let n = match fill(file, chunk) {
+                Ok(n) => n,
+                Err(e) => {
+                    read = Err(e);
+                    break;
+                }
+            };
+            read = read.map(|total| total + n);
+            let chunk: &[u8] = chunk;
+            // A send fails only if the hashing thread panicked, which the join reports.
+            let _ = chunks.send(&chunk[..n]);
+            if n < chunk.len() {
+                break;
+            }
+        }
+        drop(chunks);
+        *hasher = hashing
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        read
+    })
+}
+
+/// Reads from `file` until `buf` is full or the file ends; returns how many bytes it read.
+fn fill(file: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match file.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
 }
 
 /// Creates `dir` (and its parents) if missing.
@@ -166,6 +264,81 @@ mod tests {
         }
         let missing = read_checked_split(&dir.path().join("absent"), |_, len| len);
         assert!(missing.expect("absent is not an error").is_none());
+    }
+
+    /// A body whose tail is hashed on a second thread, ending part-way through a chunk.
+    fn large_body() -> Vec<u8> {
+        let len = PARALLEL_HASH_MIN + HASH_CHUNK / 2 + 12_345;
+        (0..len).map(|i| (i % 251) as u8).collect()
+    }
+
+    #[test]
+    fn a_large_tail_hashed_while_read_gives_the_same_bytes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let body = large_body();
+        let path = checked(dir.path(), &body);
+        // The last split leaves a tail just too small for a second thread.
+        let splits = [0, 70_000, body.len() - PARALLEL_HASH_MIN + 1, body.len()];
+        for asked in splits {
+            let (head, tail) = read_checked_split(&path, |_, _| asked)
+                .expect("read")
+                .expect("present");
+            assert!(
+                head == body[..asked] && tail == body[asked..],
+                "split {asked}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_large_file_damaged_anywhere_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = checked(dir.path(), &large_body());
+        let good = fs::read(&path).expect("read");
+        let flipped = |at: usize| {
+            let mut bytes = good.clone();
+            bytes[at] ^= 1;
+            bytes
+        };
+        let damaged = [
+            flipped(DIGEST_LINE),
+            flipped(DIGEST_LINE + 64 * 1024 + HASH_CHUNK + 1),
+            flipped(good.len() - 1),
+            good[..good.len() - 1].to_vec(),
+            [&good[..], b"x"].concat(),
+        ];
+        for (i, bytes) in damaged.iter().enumerate() {
+            fs::write(&path, bytes).expect("write");
+            let split = read_checked_split(&path, |_, _| 6);
+            assert!(matches!(split, Err(RelayError::Corrupt(_))), "case {i}");
+        }
+    }
+
+    #[test]
+    fn a_tail_that_shrank_or_grew_since_it_was_measured_is_read_as_it_is() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let body = large_body();
+        let path = dir.path().join("raw");
+        fs::write(&path, &body).expect("write");
+        let before = 1000;
+        for measured in [
+            100,
+            body.len() - 5000,
+            body.len(),
+            body.len() + 2 * HASH_CHUNK,
+        ] {
+            let mut file = File::open(&path).expect("open");
+            let mut prefix = vec![0; before];
+            file.read_exact(&mut prefix).expect("prefix");
+            let mut hasher = Sha256::new();
+            let tail = read_tail(&mut file, &prefix, measured, before, &mut hasher).expect("tail");
+            assert!(tail == body, "measured {measured}");
+            assert_eq!(
+                hasher.finalize(),
+                Sha256::digest(&body),
+                "measured {measured}"
+            );
+        }
     }
 
     #[test]
