@@ -23,7 +23,7 @@
 //!   one state that holds every op ever appended; a device joining then catches up to it.
 //!
 //! `TANDEM_SIM_SEEDS=n` runs seeds `0..n` (default 200); `TANDEM_SIM_SEED=s` replays seed `s`
-//! alone; `TANDEM_SIM_STEPS=n` sets the steps per seed (default 30). Every failure names its
+//! alone; `TANDEM_SIM_STEPS=n` sets the steps per seed (default 60). Every failure names its
 //! seed and the last steps taken.
 
 mod checks;
@@ -45,7 +45,7 @@ use world::World;
 /// Default number of seeds.
 const DEFAULT_SEEDS: u64 = 200;
 /// Default steps per seed.
-const DEFAULT_STEPS: usize = 30;
+const DEFAULT_STEPS: usize = 60;
 /// Pump rounds a healed world may take to converge.
 const HEAL_ROUNDS: usize = 6;
 
