@@ -6,11 +6,21 @@ use std::sync::Arc;
 use serde_json::json;
 use tandem::adapters::fs_relay::FsRelay;
 use tandem::adapters::memory::MemoryRelay;
+use tandem::adapters::system::ManualClock;
 use tandem::app::sync::{DeviceSync, SyncConfig, SyncError};
 use tandem::domain::oplog::{Checkpoint, Scope, Surface};
 use tandem::ports::{Clock, Relay};
 
 use super::harness::{clock, dev, fact, file_journal, memory_journal, org, said, World};
+
+/// A manual clock and a world of devices over a fresh in-memory relay (returned too, for gc
+/// and checkpoint reads).
+fn memory_world() -> (Arc<ManualClock>, Arc<MemoryRelay>, World) {
+    let clock = clock();
+    let relay = Arc::new(MemoryRelay::new());
+    let world = World::new(Arc::clone(&relay) as Arc<dyn Relay>, Arc::clone(&clock));
+    (clock, relay, world)
+}
 
 async fn chatter(d: &mut DeviceSync, tag: &str, n: usize) {
     for i in 0..n {
@@ -29,9 +39,7 @@ async fn chatter(d: &mut DeviceSync, tag: &str, n: usize) {
 
 #[tokio::test]
 async fn a_new_device_rebased_on_a_checkpoint_plus_the_tail_equals_full_replay() {
-    let clock = clock();
-    let relay = Arc::new(MemoryRelay::new());
-    let world = World::new(Arc::clone(&relay) as Arc<dyn Relay>, Arc::clone(&clock));
+    let (clock, relay, world) = memory_world();
     let mut a = world.device(1, &clock).await;
     let mut b = world.device(2, &clock).await;
     assert_eq!(
@@ -80,9 +88,7 @@ async fn a_new_device_rebased_on_a_checkpoint_plus_the_tail_equals_full_replay()
 /// (it used to refuse, mistaking the first journaled op after the base for a fork).
 #[tokio::test]
 async fn a_checkpoint_at_the_stable_frontier_can_start_at_the_devices_own_base() {
-    let clock = clock();
-    let relay = Arc::new(MemoryRelay::new());
-    let world = World::new(Arc::clone(&relay) as Arc<dyn Relay>, Arc::clone(&clock));
+    let (clock, relay, world) = memory_world();
     let mut a = world.device(1, &clock).await;
     let mut b = world.device(2, &clock).await;
     chatter(&mut a, "a", 3).await;
@@ -127,9 +133,7 @@ async fn a_checkpoint_at_the_stable_frontier_can_start_at_the_devices_own_base()
 
 #[tokio::test]
 async fn an_evicted_straggler_rebases_keeping_its_own_tail() {
-    let clock = clock();
-    let relay = Arc::new(MemoryRelay::new());
-    let world = World::new(Arc::clone(&relay) as Arc<dyn Relay>, Arc::clone(&clock));
+    let (clock, relay, world) = memory_world();
     let config = SyncConfig {
         eviction_horizon_ms: 1_000,
         ..SyncConfig::default()
@@ -178,9 +182,7 @@ async fn an_evicted_straggler_rebases_keeping_its_own_tail() {
 async fn reopening_from_the_database_file_preserves_everything() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("tandem.db");
-    let clock = clock();
-    let relay = Arc::new(MemoryRelay::new());
-    let world = World::new(Arc::clone(&relay) as Arc<dyn Relay>, Arc::clone(&clock));
+    let (clock, relay, world) = memory_world();
     let reopen = |candidate| {
         world.device_on(
             candidate,
@@ -257,9 +259,7 @@ async fn reopening_from_the_database_file_preserves_everything() {
 #[tokio::test]
 async fn a_checkpoint_that_fails_to_open_leaves_no_staged_state_and_changes_nothing() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let clock = clock();
-    let relay = Arc::new(MemoryRelay::new());
-    let world = World::new(Arc::clone(&relay) as Arc<dyn Relay>, Arc::clone(&clock));
+    let (clock, relay, world) = memory_world();
     let mut a = world.device(1, &clock).await;
     chatter(&mut a, "a", 4).await;
     a.pump().await.expect("a pumps");
