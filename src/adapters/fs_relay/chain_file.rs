@@ -88,9 +88,14 @@ impl<'a> ChainFiles<'a> {
         self.dir.join("manifest.json")
     }
 
-    /// Reads the manifest.
+    /// The chain's base file (written by gc only).
+    pub(crate) fn base_path(&self) -> PathBuf {
+        self.dir.join("base.json")
+    }
+
+    /// Reads the manifest, joined with the base file.
     pub(crate) fn manifest(&self) -> Result<Manifest, RelayError> {
-        Manifest::read(&self.manifest_path(), self.device)
+        Manifest::read(&self.manifest_path(), &self.base_path(), self.device)
     }
 
     fn log_path(&self, first: u64) -> PathBuf {

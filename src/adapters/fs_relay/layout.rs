@@ -2,27 +2,30 @@
 //! size for every process sharing it.
 //!
 //! ```text
-//! <dir>/relay.json                 format: {"format":"tandem-fs-relay","version":2,"segment_ops":N}
+//! <dir>/relay.json                 format: {"format":"tandem-fs-relay","version":3,"segment_ops":N}
 //! <dir>/relay.lock                 serialises creation of relay.json
 //! <dir>/roster/<device>.json       one roster entry per device (atomically replaced)
 //! <dir>/roster.lock                serialises roster read-modify-writes
 //! <dir>/checkpoint.json            the latest checkpoint (atomically replaced; see `checkpoint_file`)
 //! <dir>/checkpoint.lock            serialises checkpoint puts
 //! <dir>/chains/<device>/lock       the chain's lock: exclusive to push or gc, shared to read
-//! <dir>/chains/<device>/manifest.json   compaction base and head: the commit point
+//! <dir>/chains/<device>/manifest.json   the head: a push's commit point (written by the device only)
+//! <dir>/chains/<device>/base.json       the compaction base: gc's commit point (written by gc only)
 //! <dir>/chains/<device>/<first seq, 20 digits>.log   append-only segment: binary op records
 //! <dir>/chains/<device>/<first seq, 20 digits>.idx   fixed-width index: u64 BE end offsets
 //! ```
 //!
-//! The small files (`relay.json`, roster entries, manifests, the checkpoint) are digest-checked
+//! The small files (`relay.json`, roster entries, manifests, base files, the checkpoint) are digest-checked
 //! JSON (see the `files` module), except the checkpoint, whose digest-checked body is a JSON
 //! header followed by the raw state bytes; segment records are ops in their binary form
 //! ([`crate::domain::oplog::op_codec`]), each exactly as encoded.
 //!
-//! Version 1 wrote segment records as JSON lines and the checkpoint as one JSON document. A
-//! version-1 directory is upgraded in place when opened: its `relay.json` is rewritten as
-//! version 2 (so older builds refuse it instead of misreading binary records), and its JSON
-//! records and checkpoint are still read.
+//! Version 1 wrote segment records as JSON lines and the checkpoint as one JSON document;
+//! versions 1 and 2 had gc record the compaction base in the manifest, so gc and the chain's
+//! own pushes rewrote one file. An older directory is upgraded in place when opened: its
+//! `relay.json` is rewritten as version 3 (so older builds refuse it instead of misreading
+//! binary records or missing a base file), and its JSON records, JSON checkpoint and manifest
+//! bases are still read.
 //!
 //! Segment `k` holds seqs `k * segment_ops ..= (k + 1) * segment_ops - 1`, so the segment and
 //! index slot of any seq are computed, never searched for.
@@ -42,9 +45,10 @@ use crate::ports::RelayError;
 /// The format name written into `relay.json`.
 const FORMAT_NAME: &str = "tandem-fs-relay";
 /// The on-disk format version this code writes.
-const FORMAT_VERSION: u32 = 2;
-/// The older version this code reads (and upgrades when opened).
-const FORMAT_VERSION_JSON_RECORDS: u32 = 1;
+const FORMAT_VERSION: u32 = 3;
+/// The older versions this code reads (and upgrades when opened): 1 wrote JSON records, 2
+/// kept the compaction base in the manifest.
+const OLDER_VERSIONS: [u32; 2] = [1, 2];
 /// The largest segment size accepted from a format file.
 pub(crate) const MAX_SEGMENT_OPS: u64 = 1 << 20;
 
@@ -92,14 +96,14 @@ impl Layout {
                 format
             }
         };
-        let known = [FORMAT_VERSION, FORMAT_VERSION_JSON_RECORDS];
-        if format.format != FORMAT_NAME || !known.contains(&format.version) {
+        let known = format.version == FORMAT_VERSION || OLDER_VERSIONS.contains(&format.version);
+        if format.format != FORMAT_NAME || !known {
             return Err(corrupt(&path, "not a supported relay format"));
         }
         if !(1..=MAX_SEGMENT_OPS).contains(&format.segment_ops) {
             return Err(corrupt(&path, "segment size out of range"));
         }
-        if format.version == FORMAT_VERSION_JSON_RECORDS {
+        if format.version != FORMAT_VERSION {
             let upgraded = FormatFile {
                 version: FORMAT_VERSION,
                 ..format
@@ -107,7 +111,11 @@ impl Layout {
             let bytes =
                 serde_json::to_vec(&upgraded).map_err(|e| corrupt(&path, json_problem(&e)))?;
             write_checked(&path, &bytes)?;
-            tracing::info!(relay = %root.display(), "upgraded the relay directory to format 2");
+            tracing::info!(
+                relay = %root.display(),
+                from = format.version,
+                "upgraded the relay directory to format 3"
+            );
             return Ok((layout, upgraded.segment_ops));
         }
         Ok((layout, format.segment_ops))

@@ -9,10 +9,11 @@
 //!   gives its segment and index slot by arithmetic, so a push reads the stored head (one
 //!   record) and writes only the new ops, and a pull reads only the ops it returns plus the one
 //!   before them: both cost what is new, not what the history holds.
-//! - **An atomic commit point per chain.** A push appends and fsyncs the segment and its
+//! - **Atomic commit points per chain.** A push appends and fsyncs the segment and its
 //!   index, then replaces the chain's small manifest (temp write, fsync, rename, fsync of the
 //!   directory). Bytes past the manifest's head are a torn tail from a crash: never served,
-//!   and truncated by the next push.
+//!   and truncated by the next push. gc records the compaction base in a file of its own, so
+//!   the manifest has one writer: the chain's device.
 //! - **Small files for the rest.** One roster file per device and one checkpoint file, each
 //!   replaced atomically and carrying a digest of its content, so concurrent acks of
 //!   different devices never collide and any damage is caught on read.
@@ -24,16 +25,21 @@
 //!   as [`RelayError::Corrupt`] or [`RelayError::Verify`], never served and never a panic.
 //!   Data that is merely missing (a segment shorter than the manifest says, as while a synced
 //!   folder catches up) ends the answer early instead: a verified prefix is served.
-//! - **gc in whole segments.** Only segments whose every op is covered are deleted, so a chain
-//!   may keep a few covered ops until its segment fills; [`RelayError::Compacted`] names the
-//!   first seq actually kept.
+//! - **gc in whole segments.** Only segments whose every op is covered are deleted, and never
+//!   the segment holding a chain's head, so a chain may keep a few covered ops until more are
+//!   pushed; [`RelayError::Compacted`] names the first seq actually kept.
 //! - **Crash leftovers.** Temp files older than an hour (a write that never reached its rename)
 //!   are removed when the relay is opened; younger ones may be another process's write.
 //!
 //! Locks coordinate processes on one host. On a folder synced between machines there is no
-//! shared lock: each device writes only its own chain and roster entry, so that is safe, but
-//! gc rewrites other devices' chains, so run gc from one device only; concurrent checkpoint
-//! puts from two machines leave one of the (verified) checkpoints.
+//! shared lock, and no file needs one: each device writes only its own chain and roster
+//! entry, and gc writes only base files and deletes whole segments below a base, which no push
+//! touches again. A reader whose copy of a manifest is older than the base file reads the chain
+//! as ending at the base until the manifest arrives. Two machines running gc at the same
+//! moment may each write a chain's base file; if the sync keeps the older one, pulls past it
+//! end early (the segments are gone) until the next gc writes the newer base again, so
+//! running gc from one device is still the smoother choice. Concurrent checkpoint puts from
+//! two machines leave one of the (verified) checkpoints.
 //!
 //! Every call runs on tokio's blocking pool; [`FsRelay::open`] itself blocks briefly.
 
@@ -299,11 +305,23 @@ mod tests {
         assert!(FsRelay::open(fresh.path()).is_ok());
     }
 
+    /// Records `version` (with segment size 2) as the directory's format, reopens it and
+    /// checks that opening upgraded it to the current format.
+    fn reopen_as_format(relay: &FsRelay, version: u32) -> FsRelay {
+        use super::files::{read_checked, write_checked};
+        let format = relay.dir().join("relay.json");
+        let old = format!(r#"{{"format":"tandem-fs-relay","version":{version},"segment_ops":2}}"#);
+        write_checked(&format, old.as_bytes()).expect("format file");
+        let again = FsRelay::open(relay.dir()).expect("reopen");
+        let body = read_checked(&format).expect("read").expect("present");
+        assert!(String::from_utf8(body).unwrap().contains(r#""version":3"#));
+        again
+    }
+
     #[tokio::test]
     async fn a_format_1_directory_is_read_upgraded_and_written_on() {
         use std::io::Write as _;
 
-        use super::files::{read_checked, write_checked};
         use crate::ports::conformance::relay::{chain, device};
         use crate::ports::{PullCursors, Relay};
         let relay = temp_relay();
@@ -325,13 +343,7 @@ mod tests {
                 .and_then(|mut f| f.write_all(&ends))
                 .expect("idx");
         }
-        let format = relay.dir().join("relay.json");
-        let v1 = br#"{"format":"tandem-fs-relay","version":1,"segment_ops":2}"#;
-        write_checked(&format, v1).expect("format file");
-
-        let again = FsRelay::open(relay.dir()).expect("reopen");
-        let body = read_checked(&format).expect("read").expect("present");
-        assert!(String::from_utf8(body).unwrap().contains(r#""version":2"#));
+        let again = reopen_as_format(&relay, 1);
         // Old records are served; new ones are appended in binary after them.
         assert_eq!(again.push(a, &ops, 2).await.expect("push").accepted, 3);
         let batch = again
@@ -342,5 +354,60 @@ mod tests {
         let second = std::fs::read(chain_dir.join(format!("{:020}.log", 2))).expect("segment");
         assert_eq!(second.first(), Some(&b'{'));
         assert!(second.contains(&crate::domain::oplog::OP_FORMAT));
+    }
+
+    #[tokio::test]
+    async fn a_format_2_directory_keeps_the_base_its_manifest_records() {
+        use super::manifest::Manifest;
+        use crate::domain::ids::Seq;
+        use crate::domain::oplog::ChainHead;
+        use crate::ports::conformance::relay::{chain, checkpoint, device, frontier_of};
+        use crate::ports::{PullBatch, PullCursors, Relay, RelayError};
+        let relay = temp_relay();
+        let a = device(1);
+        let ops = chain(a, 9, 1_000);
+        relay.register(a, 1).await.expect("register");
+        relay.push(a, &ops[..5], 1).await.expect("push");
+        // A format-2 relay after a gc to seq 1: the base in the manifest, no base file.
+        let chain_dir = relay.dir().join("chains").join(a.to_string());
+        let manifest = Manifest {
+            device: a,
+            base: Some(ChainHead::of(&ops[1])),
+            head: Some(ChainHead::of(&ops[4])),
+        };
+        manifest
+            .write(&chain_dir.join("manifest.json"))
+            .expect("manifest");
+        std::fs::remove_file(chain_dir.join("00000000000000000000.log")).expect("segment");
+        let again = reopen_as_format(&relay, 2);
+        let compacted_at = |r: Result<PullBatch, RelayError>| match r {
+            Err(RelayError::Compacted {
+                first_available, ..
+            }) => Some(first_available.get()),
+            _ => None,
+        };
+        let everything = PullCursors::new();
+        assert_eq!(
+            compacted_at(again.pull(a, &everything, 10, 2).await),
+            Some(2)
+        );
+        let past_base = [(a, Seq::new(2))].into_iter().collect::<PullCursors>();
+        let batch = again.pull(a, &past_base, 10, 2).await.expect("pull");
+        assert_eq!(batch.ops.get(&a).map(Vec::as_slice), Some(&ops[2..5]));
+
+        // A format-3 gc records a newer base in the base file; the newer base wins.
+        assert_eq!(again.push(a, &ops[5..], 3).await.expect("push").accepted, 4);
+        again.ack(a, &frontier_of(&[&ops]), 3).await.expect("ack");
+        let covered = checkpoint(&[&ops[..6]]);
+        again.put_checkpoint(&covered).await.expect("checkpoint");
+        assert_eq!(again.gc(3, 1_000).await.expect("gc").deleted, 4);
+        assert!(chain_dir.join("base.json").exists());
+        assert_eq!(
+            compacted_at(again.pull(a, &past_base, 10, 4).await),
+            Some(6)
+        );
+        let from_six = [(a, Seq::new(6))].into_iter().collect::<PullCursors>();
+        let batch = again.pull(a, &from_six, 10, 4).await.expect("pull");
+        assert_eq!(batch.ops.get(&a).map(Vec::as_slice), Some(&ops[6..]));
     }
 }

@@ -10,6 +10,7 @@ use super::chain_file::{ChainFiles, Counters, HeldOnDisk};
 use super::checkpoint_file;
 use super::layout::{devices_in, Layout};
 use super::lock::FileLock;
+use super::manifest::Manifest;
 use super::roster;
 use crate::adapters::atomic_file::{remove_stale_temps, STALE_TEMP_AGE};
 use crate::adapters::relay_core;
@@ -103,7 +104,7 @@ impl Inner {
             let fresh = &ops[plan.duplicates..];
             if !fresh.is_empty() {
                 files.append(&manifest, fresh)?;
-                let committed = super::manifest::Manifest {
+                let committed = Manifest {
                     head: plan.tip.head,
                     ..manifest
                 };
@@ -208,7 +209,8 @@ impl Inner {
         Ok(report)
     }
 
-    /// Deletes the whole segments of `device`'s chain that end at or before `cut`. Returns
+    /// Deletes the whole segments of `device`'s chain that end at or before `cut`, except the
+    /// one holding the head, after recording the new base in the base file. Returns
     /// how many ops went and the first seq kept, or `None` if nothing could go.
     fn gc_chain(
         &self,
@@ -228,8 +230,11 @@ impl Inner {
         if cut.seq.get() < first || cut.seq > head.seq {
             return Ok(None);
         }
+        // Whole segments only, and never the head's: the chain's device reads its head before
+        // appending, also on a synced folder that has the deletions but not yet the base file.
         let after_cut = cut.seq.get().saturating_add(1);
-        let first_kept = after_cut - after_cut % self.segment_ops;
+        let head_segment = head.seq.get() - head.seq.get() % self.segment_ops;
+        let first_kept = (after_cut - after_cut % self.segment_ops).min(head_segment);
         if first_kept <= first {
             return Ok(None);
         }
@@ -239,11 +244,8 @@ impl Inner {
         let ops = files.read_verified(&manifest, new_base, span)?;
         match (ops.first(), ops.last()) {
             (Some(base), Some(last)) if ops.len() == span && last.op_id() == cut.op_id => {
-                let compacted = super::manifest::Manifest {
-                    base: Some(ChainHead::of(base)),
-                    ..manifest
-                };
-                compacted.write(&files.manifest_path())?;
+                // The base file, not the manifest: only the chain's own device writes that.
+                Manifest::write_base(&files.base_path(), device, ChainHead::of(base))?;
             }
             _ => return Ok(None),
         }

@@ -65,6 +65,11 @@ pub fn manifest(root: &Path, device: DeviceId) -> PathBuf {
     chain_dir(root, device).join("manifest.json")
 }
 
+/// `device`'s chain base file (written by gc).
+pub fn base_file(root: &Path, device: DeviceId) -> PathBuf {
+    chain_dir(root, device).join("base.json")
+}
+
 /// `device`'s roster entry.
 pub fn roster_file(root: &Path, device: DeviceId) -> PathBuf {
     root.join("roster").join(format!("{device}.json"))

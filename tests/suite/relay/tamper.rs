@@ -4,21 +4,23 @@
 //! `FsRelay` must either fail `pull` with a typed error or return ops that are exactly a prefix
 //! of the originals. It must never panic and never return an altered op. The index and
 //! manifest get the same treatment, and the roster and checkpoint files get every bit flip: a
-//! typed error or the original value, never a panic.
+//! typed error or the original value, never a panic. Every flip and truncation of a chain's
+//! base file (written by gc) is refused.
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use tandem::adapters::fs_relay::FsRelay;
+use tandem::domain::ids::Seq;
 use tandem::domain::oplog::{Checkpoint, OpRecord};
 use tandem::domain::DeviceId;
 use tandem::ports::conformance::relay::{chain, checkpoint, device, frontier_of};
 use tandem::ports::{PullCursors, Relay, RelayError};
 
 use super::support::{
-    checkpoint_file, copy_dir, manifest, roster_file, runtime, segment_idx, segment_log, snapshot,
-    TempDir,
+    base_file, checkpoint_file, copy_dir, manifest, roster_file, runtime, segment_idx, segment_log,
+    snapshot, TempDir,
 };
 
 /// Files larger than this would make the exhaustive loops slow: the fixture must stay small.
@@ -74,9 +76,9 @@ struct Workspace {
 }
 
 impl Workspace {
-    fn new(original: &Original) -> Self {
+    fn new(original: &Path) -> Self {
         let copy = TempDir::new();
-        copy_dir(original.dir.path(), copy.path());
+        copy_dir(original, copy.path());
         let pristine = snapshot(copy.path());
         Self { copy, pristine }
     }
@@ -126,8 +128,8 @@ async fn pull_is_prefix_or_refused(relay: FsRelay, original: &Original, case: &s
     }
 }
 
-fn relative(original: &Original, path: &Path) -> PathBuf {
-    path.strip_prefix(original.dir.path())
+fn relative(root: &Path, path: &Path) -> PathBuf {
+    path.strip_prefix(root)
         .expect("inside the relay dir")
         .to_path_buf()
 }
@@ -146,9 +148,9 @@ fn pristine(path: &Path) -> Vec<u8> {
 /// Every single-bit flip of `path` (and every truncation, if `truncate`), checked by pulling.
 async fn damage_chain_file(original: &Original, path: &Path, truncate: bool) -> (Tally, Tally) {
     let bytes = pristine(path);
-    let target = relative(original, path);
+    let target = relative(original.dir.path(), path);
     let name = target.display().to_string();
-    let work = Workspace::new(original);
+    let work = Workspace::new(original.dir.path());
     let mut flips = Tally::default();
     for i in 0..bytes.len() {
         for bit in 0..8 {
@@ -210,8 +212,8 @@ fn every_bit_flip_of_a_roster_file_is_refused_or_read() {
         let original = original().await;
         let path = roster_file(original.dir.path(), original.a);
         let bytes = pristine(&path);
-        let target = relative(&original, &path);
-        let work = Workspace::new(&original);
+        let target = relative(original.dir.path(), &path);
+        let work = Workspace::new(original.dir.path());
         let mut refused = 0;
         for i in 0..bytes.len() {
             for bit in 0..8 {
@@ -242,8 +244,8 @@ fn every_bit_flip_of_the_checkpoint_file_is_refused_or_the_original() {
         let original = original().await;
         let path = checkpoint_file(original.dir.path());
         let bytes = pristine(&path);
-        let target = relative(&original, &path);
-        let work = Workspace::new(&original);
+        let target = relative(original.dir.path(), &path);
+        let work = Workspace::new(original.dir.path());
         let mut refused = 0;
         for i in 0..bytes.len() {
             for bit in 0..8 {
@@ -265,5 +267,57 @@ fn every_bit_flip_of_the_checkpoint_file_is_refused_or_the_original() {
             }
         }
         assert!(refused > 0, "no checkpoint flip was detected");
+    });
+}
+
+#[test]
+fn every_bit_flip_and_truncation_of_a_base_file_is_refused() {
+    runtime().block_on(async {
+        let dir = TempDir::new();
+        let relay = dir.relay(2);
+        let a = device(1);
+        let ops = chain(a, 5, 1_000);
+        relay.register(a, 10).await.expect("register");
+        relay.push(a, &ops, 10).await.expect("push");
+        relay.ack(a, &frontier_of(&[&ops]), 10).await.expect("ack");
+        let covered = checkpoint(&[&ops[..3]]);
+        relay.put_checkpoint(&covered).await.expect("checkpoint");
+        let report = relay.gc(10, 1_000).await.expect("gc");
+        assert_eq!(
+            report.deleted, 2,
+            "gc deleted segment 0 and wrote the base file"
+        );
+
+        let path = base_file(dir.path(), a);
+        let bytes = pristine(&path);
+        let target = relative(dir.path(), &path);
+        let work = Workspace::new(dir.path());
+        let past_base = [(a, Seq::new(2))].into_iter().collect::<PullCursors>();
+        let mut cases = Vec::new();
+        for i in 0..bytes.len() {
+            for bit in 0..8 {
+                let mut damaged = bytes.clone();
+                damaged[i] ^= 1 << bit;
+                cases.push((format!("base file: bit {bit} of byte {i} flipped"), damaged));
+            }
+        }
+        for len in 0..bytes.len() {
+            let case = format!("base file: truncated to {len} bytes");
+            cases.push((case, bytes[..len].to_vec()));
+        }
+        for (case, damaged) in &cases {
+            let relay = work.damaged(&target, damaged, case);
+            match relay.pull(device(99), &past_base, 100, 10).await {
+                Err(RelayError::Corrupt(_)) => {}
+                other => panic!("{case}: expected Corrupt, got {other:?}"),
+            }
+            work.restore(&target);
+        }
+        let intact = work.damaged(&target, &bytes, "base file: intact");
+        let batch = intact.pull(device(99), &past_base, 100, 10).await;
+        assert_eq!(
+            batch.expect("pull").ops.get(&a).map(Vec::as_slice),
+            Some(&ops[2..])
+        );
     });
 }
