@@ -7,13 +7,12 @@ use std::sync::Arc;
 
 use rand::rngs::StdRng;
 use rand::SeedableRng;
-use tandem::adapters::memory::MemoryRelay;
 use tandem::adapters::sqlite::{SqliteJournal, SqliteOptions, Synchronous};
 use tandem::adapters::system::ManualClock;
 use tandem::app::sync::{AppendedOp, DeviceSync, SyncConfig};
 use tandem::domain::ids::DeviceId;
 use tandem::domain::oplog::{ChainTip, Frontier, OpId, State, Surface};
-use tandem::ports::{Clock, Journal, KeyProvider, LeaseCoordinator};
+use tandem::ports::{Clock, Journal, KeyProvider, LeaseCoordinator, Relay};
 use uuid::Uuid;
 
 use super::relay::SimRelay;
@@ -30,7 +29,7 @@ pub struct OwnOp {
 /// What every device shares.
 #[derive(Clone)]
 pub struct Shared {
-    pub relay: Arc<MemoryRelay>,
+    pub relay: Arc<dyn Relay>,
     pub leases: Arc<dyn LeaseCoordinator>,
     pub keys: Arc<dyn KeyProvider>,
     pub config: SyncConfig,

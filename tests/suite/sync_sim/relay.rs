@@ -5,17 +5,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use tandem::adapters::memory::MemoryRelay;
 use tandem::domain::ids::DeviceId;
 use tandem::domain::oplog::{Checkpoint, Frontier, OpRecord};
 use tandem::ports::{
     GcReport, PullBatch, PullCursors, PushOutcome, Relay, RelayError, RosterEntry,
 };
 
-/// A device's view of the shared [`MemoryRelay`].
+/// A device's view of the shared relay.
 #[derive(Debug)]
 pub struct SimRelay {
-    inner: Arc<MemoryRelay>,
+    inner: Arc<dyn Relay>,
     partitioned: AtomicBool,
     /// Calls still allowed through before the next one is applied and then fails.
     crash_in: Mutex<Option<usize>>,
@@ -24,7 +23,7 @@ pub struct SimRelay {
 
 impl SimRelay {
     /// A working line to `inner`.
-    pub fn new(inner: Arc<MemoryRelay>) -> Self {
+    pub fn new(inner: Arc<dyn Relay>) -> Self {
         Self {
             inner,
             partitioned: AtomicBool::new(false),

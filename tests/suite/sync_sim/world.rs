@@ -8,6 +8,7 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
+use tandem::adapters::fs_relay::{FsRelay, FsRelayOptions};
 use tandem::adapters::keys::StaticKeyProvider;
 use tandem::adapters::memory::{InMemoryLeaseCoordinator, MemoryRelay};
 use tandem::adapters::system::ManualClock;
@@ -51,7 +52,7 @@ pub struct World {
     pub step: usize,
     pub true_ms: i64,
     pub shared: Shared,
-    pub relay: Arc<MemoryRelay>,
+    pub relay: Arc<dyn Relay>,
     pub devices: Vec<SimDevice>,
     true_clock: Arc<ManualClock>,
     /// Every run created so far.
@@ -65,12 +66,29 @@ pub struct World {
     _dir: tempfile::TempDir,
 }
 
+/// Which relay the devices of a world share.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelayKind {
+    /// A [`MemoryRelay`].
+    Memory,
+    /// An [`FsRelay`] in the world's temp dir, with small segments so gc deletes some.
+    Fs,
+}
+
 impl World {
-    /// A world of 3–5 devices for `seed`.
-    pub async fn new(seed: u64) -> Result<Self, String> {
+    /// A world of 3–5 devices for `seed`, sharing a relay of `kind`.
+    pub async fn new(seed: u64, kind: RelayKind) -> Result<Self, String> {
         let mut rng = StdRng::seed_from_u64(seed);
         let dir = tempfile::tempdir().map_err(|e| format!("tempdir: {e}"))?;
-        let relay = Arc::new(MemoryRelay::new());
+        let relay: Arc<dyn Relay> = match kind {
+            RelayKind::Memory => Arc::new(MemoryRelay::new()),
+            RelayKind::Fs => {
+                let options = FsRelayOptions { segment_ops: 4 };
+                let relay = FsRelay::open_with(dir.path().join("relay"), options)
+                    .map_err(|e| format!("open the relay: {e}"))?;
+                Arc::new(relay)
+            }
+        };
         let true_clock = Arc::new(ManualClock::new(T0));
         let keys = StaticKeyProvider::new()
             .with_key(
