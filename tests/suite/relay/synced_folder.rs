@@ -3,7 +3,8 @@
 //! machine and the chain's own pushes on another must never change the same file, a copy that
 //! has the base file but an older manifest must read as ending at the base, and a copy that
 //! has gc's deletions but not yet its base file must still take the owner's pushes (and serve
-//! nothing unverified until the base file arrives).
+//! nothing unverified until the base file arrives). Two gcs at once, where the sync keeps the
+//! older base file, hold pulls past it until a later gc passes the deleted segments.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -15,7 +16,7 @@ use tandem::domain::DeviceId;
 use tandem::ports::conformance::relay::{chain, checkpoint, device, frontier_of};
 use tandem::ports::{PullCursors, Relay, RelayError};
 
-use super::support::{base_file, copy_dir, manifest, snapshot, TempDir};
+use super::support::{base_file, checkpoint_file, copy_dir, manifest, snapshot, TempDir};
 
 /// Ops per segment in these tests: small, so gc deletes whole segments.
 const SEGMENT: u64 = 2;
@@ -96,7 +97,11 @@ fn deliver(root: &Path, changes: &BTreeMap<PathBuf, Option<Vec<u8>>>) {
                 fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
                 fs::write(&path, bytes).expect("write");
             }
-            None => fs::remove_file(&path).expect("remove"),
+            // Deleting what is already gone is nothing to deliver.
+            None => match fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => panic!("remove: {e}"),
+                _ => {}
+            },
         }
     }
 }
@@ -247,4 +252,57 @@ async fn the_owner_pushes_on_a_copy_with_gcs_deletions_but_not_its_base_file() {
     let batch = batch.expect("pull");
     assert_eq!(batch.ops.get(&f.a).map(Vec::as_slice), Some(&f.ops_a[4..]));
     assert_eq!(batch.ops.get(&f.b).map(Vec::as_slice), Some(&more[2..]));
+}
+
+#[tokio::test]
+async fn an_older_base_file_kept_by_the_sync_holds_pulls_until_a_later_gc_passes_it() {
+    let f = fixture().await;
+    // Machine X collects with the fixture's checkpoint (`a` up to seq 3); machine Z, at the
+    // same moment, with an older one (`a` and `b` up to seq 1).
+    let (x, z) = (machine(f.dir.path()), machine(f.dir.path()));
+    x.relay(SEGMENT).gc(20, 1_000).await.expect("gc on X");
+    fs::remove_file(checkpoint_file(z.path())).expect("Z's checkpoint");
+    let on_z = z.relay(SEGMENT);
+    let older = checkpoint(&[&f.ops_a[..2], &f.ops_b[..2]]);
+    on_z.put_checkpoint(&older).await.expect("older checkpoint");
+    on_z.gc(20, 1_000).await.expect("gc on Z");
+    // The sync keeps X's checkpoint but Z's base files; both machines' deletions apply.
+    let mut by_z = changes(f.dir.path(), z.path());
+    by_z.remove(&checkpoint_file(Path::new("")));
+    let merged = machine(f.dir.path());
+    deliver(merged.path(), &changes(f.dir.path(), x.path()));
+    deliver(merged.path(), &by_z);
+
+    // Pulls past Z's base find their linking op gone: they end early, serving nothing.
+    let relay = FsRelay::open(merged.path()).expect("open merged");
+    for from in [2, 4] {
+        let batch = relay
+            .pull(device(99), &cursors(&[(f.a, from), (f.b, 2)]), 100, 30)
+            .await;
+        assert_eq!(batch.expect("pull").ops.get(&f.a), None, "from seq {from}");
+    }
+
+    // `a` goes on; a later checkpoint moves gc past the deleted segments and the base heals.
+    let pushed = relay.push(f.a, &f.ops_a[6..8], 30).await.expect("push");
+    assert_eq!(pushed.accepted, 2);
+    let everything = frontier_of(&[&f.ops_a[..8], &f.ops_b]);
+    for d in [f.a, f.b] {
+        relay.ack(d, &everything, 30).await.expect("ack");
+    }
+    let later = checkpoint(&[&f.ops_a[..6], &f.ops_b]);
+    relay
+        .put_checkpoint(&later)
+        .await
+        .expect("later checkpoint");
+    relay.gc(30, 1_000).await.expect("gc");
+    let batch = relay
+        .pull(device(99), &cursors(&[(f.a, 6), (f.b, 2)]), 100, 30)
+        .await;
+    let batch = batch.expect("pull");
+    assert_eq!(batch.ops.get(&f.a).map(Vec::as_slice), Some(&f.ops_a[6..8]));
+    assert!(matches!(
+        relay.pull(device(99), &cursors(&[(f.a, 2)]), 100, 30).await,
+        Err(RelayError::Compacted { device, first_available })
+            if device == f.a && first_available.get() == 6
+    ));
 }
