@@ -22,7 +22,7 @@ use crate::domain::oplog::canonical::{from_hex, to_hex};
 use crate::domain::oplog::{Checkpoint, CheckpointId, Frontier};
 use crate::ports::RelayError;
 
-/// The first bytes of a format-2 checkpoint body.
+/// The first bytes of a checkpoint body written by format 2 and later.
 const MAGIC: &[u8; 4] = b"TCK2";
 
 /// Everything but the state.
@@ -54,8 +54,8 @@ fn encode(checkpoint: &Checkpoint) -> Result<Vec<u8>, serde_json::Error> {
     Ok(body)
 }
 
-/// How many of a body's first bytes precede the state: for a format-2 body, the magic, the
-/// length and the header; a format-1 body (or one too short to tell) is all head.
+/// How many of a body's first bytes precede the state: for a body written by format 2 and later,
+/// the magic, the length and the header; a format-1 body (or one too short to tell) is all head.
 fn head_len(prefix: &[u8], body_len: usize) -> usize {
     match prefix
         .strip_prefix(MAGIC)

@@ -9,16 +9,16 @@
 //! <dir>/checkpoint.json            the latest checkpoint (atomically replaced; see `checkpoint_file`)
 //! <dir>/checkpoint.lock            serialises checkpoint puts
 //! <dir>/chains/<device>/lock       the chain's lock: exclusive to push or gc, shared to read
-//! <dir>/chains/<device>/manifest.json   the head: a push's commit point (written by the device only)
-//! <dir>/chains/<device>/base.json       the compaction base: gc's commit point (written by gc only)
+//! <dir>/chains/<device>/manifest.json   the head: a push's commit point (the device's only)
+//! <dir>/chains/<device>/base.json       the compaction base: gc's commit point (gc's only)
 //! <dir>/chains/<device>/<first seq, 20 digits>.log   append-only segment: binary op records
 //! <dir>/chains/<device>/<first seq, 20 digits>.idx   fixed-width index: u64 BE end offsets
 //! ```
 //!
-//! The small files (`relay.json`, roster entries, manifests, base files, the checkpoint) are digest-checked
-//! JSON (see the `files` module), except the checkpoint, whose digest-checked body is a JSON
-//! header followed by the raw state bytes; segment records are ops in their binary form
-//! ([`crate::domain::oplog::op_codec`]), each exactly as encoded.
+//! The small files (`relay.json`, roster entries, manifests, base files, the checkpoint) are
+//! digest-checked JSON (see the `files` module), except the checkpoint, whose digest-checked
+//! body is a JSON header followed by the raw state bytes; segment records are ops in their
+//! binary form ([`crate::domain::oplog::op_codec`]), each exactly as encoded.
 //!
 //! Version 1 wrote segment records as JSON lines and the checkpoint as one JSON document;
 //! versions 1 and 2 had gc record the compaction base in the manifest, so gc and the chain's

@@ -38,8 +38,8 @@
 //! as ending at the base until the manifest arrives. Two machines running gc at the same
 //! moment may each write a chain's base file; if the sync keeps the older one, pulls past it
 //! end early (the segments are gone) until a later gc, with a checkpoint past those segments,
-//! records a newer base, so running gc from one device is still the smoother choice. Concurrent checkpoint puts from
-//! two machines leave one of the (verified) checkpoints.
+//! records a newer base, so running gc from one device is still the smoother choice.
+//! Concurrent checkpoint puts from two machines leave one of the (verified) checkpoints.
 //!
 //! Every call runs on tokio's blocking pool; [`FsRelay::open`] itself blocks briefly.
 
