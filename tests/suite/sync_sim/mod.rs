@@ -61,13 +61,14 @@ fn env_u64(name: &str) -> Option<u64> {
     )
 }
 
-/// Prints the seed if anything panics while it runs.
-struct SeedReporter(u64);
+/// Prints the seed and its relay if anything panics while it runs.
+struct SeedReporter(u64, RelayKind);
 
 impl Drop for SeedReporter {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            eprintln!("sync_sim FAILED; replay with TANDEM_SIM_SEED={}", self.0);
+            let Self(seed, kind) = self;
+            eprintln!("sync_sim FAILED; replay with TANDEM_SIM_SEED={seed} ({kind:?} relay)");
         }
     }
 }
@@ -107,7 +108,7 @@ fn run_seeds(seeds: &[u64], steps: usize, kind: RelayKind) -> Result<Stats, Stri
         .map_err(|e| format!("runtime: {e}"))?;
     let mut total = Stats::default();
     for &seed in seeds {
-        let _reporter = SeedReporter(seed);
+        let _reporter = SeedReporter(seed, kind);
         let (stats, _) = runtime
             .block_on(run_seed(seed, steps, kind))
             .map_err(|report| {
@@ -211,7 +212,7 @@ fn a_seed_replays_exactly() {
         .build()
         .expect("runtime");
     let seed = 7;
-    let _reporter = SeedReporter(seed);
+    let _reporter = SeedReporter(seed, RelayKind::Memory);
     let first = runtime.block_on(run_seed(seed, DEFAULT_STEPS, RelayKind::Memory));
     let second = runtime.block_on(run_seed(seed, DEFAULT_STEPS, RelayKind::Memory));
     let (first, second) = (first.expect("first run"), second.expect("second run"));
