@@ -39,14 +39,13 @@
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
-use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use rand_core::CryptoRngCore;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use super::canon::Canon;
 use super::session_key::{KeyEpoch, SessionKey, KEY_LEN};
+use super::xchacha;
 use super::CryptoError;
 use crate::domain::ids::{DeviceId, MessageId, Seq, SessionId};
 
@@ -318,16 +317,7 @@ pub(crate) fn seal_raw(
 ) -> Result<([u8; NONCE_LEN], Vec<u8>), CryptoError> {
     let mut nonce = [0u8; NONCE_LEN];
     rng.fill_bytes(&mut nonce);
-    let cipher = XChaCha20Poly1305::new(key.into());
-    let ciphertext = cipher
-        .encrypt(
-            XNonce::from_slice(&nonce),
-            Payload {
-                msg: plaintext,
-                aad,
-            },
-        )
-        .map_err(|_| CryptoError::Encrypt)?;
+    let ciphertext = xchacha::seal(key, &nonce, aad, plaintext)?;
     Ok((nonce, ciphertext))
 }
 
@@ -338,17 +328,7 @@ pub(crate) fn open_raw(
     aad: &[u8],
     ciphertext: &[u8],
 ) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
-    let cipher = XChaCha20Poly1305::new(key.into());
-    cipher
-        .decrypt(
-            XNonce::from_slice(nonce),
-            Payload {
-                msg: ciphertext,
-                aad,
-            },
-        )
-        .map(Zeroizing::new)
-        .map_err(|_| CryptoError::Decrypt)
+    xchacha::open(key, nonce, aad, ciphertext)
 }
 
 /// Decodes standard base64 into an exact-size array.

@@ -38,6 +38,7 @@ pub mod rotation;
 pub mod session_key;
 #[cfg(test)]
 mod test_support;
+mod xchacha;
 
 pub use envelope::{
     open_message, open_parts_with_aad, open_with_aad, seal_message, seal_with_aad, Algorithm,
