@@ -25,12 +25,20 @@
 //! resident memory (`VmHWM`) of a process that only receives the n messages as device B, for
 //! tandem and the peers.
 //!
+//! The floor worker also measures the durable copies alone (`copies`: A's journal, the relay
+//! files, B's journal, with the subject's own sealed records and nothing computed), a lower
+//! bound on the sync subject under the design's durability; the floor row's note and the
+//! `durable_copies_us_per_message` extra give it, and the peer rows' notes compare it with
+//! the peer.
+//!
 //! Every side runs in its own worker process (see `support`). `TANDEM_BENCH_QUICK=1` shrinks
 //! every n under the same row names (the JSON records the real `n`);
 //! `TANDEM_BENCH_ONLY=<substring>[,..]` runs some rows.
 
 mod support;
 
+#[path = "relay/copies.rs"]
+mod copies;
 #[path = "relay/floor.rs"]
 mod floor;
 #[cfg(feature = "bench-peers")]
@@ -276,17 +284,21 @@ fn sync_rows(suite: &mut Suite, p: &Params, names: &[&str], outputs: &Path) {
     let s_done = s.finish();
     let s_med = column_medians(&s_rounds);
     let s_parts = fmt_parts(&["append", "pump A", "pump B"], &s_med[1..]);
+    // The durable copies alone (measured by the floor worker, which runs first when wanted).
+    let mut copies: Option<f64> = None;
     for ((name, worker), samples) in names.iter().zip(baselines).zip(&b_rounds) {
         let b_done = worker.finish();
         let b_med = column_medians(samples);
         let (b_label, b_parts, b_note) = if *name == SYNC_FLOOR {
+            copies = b_med.get(3).copied();
             (
                 "floor",
                 fmt_parts(&["JSONL append", "parse + insert"], &b_med[1..]),
                 format!(
-                    "floor: flush{} per {GROUP} lines, {} lines per insert txn",
+                    "floor: flush{} per {GROUP} lines, {} lines per insert txn{}",
                     floor_sync_note(),
-                    subject::pull_page()
+                    subject::pull_page(),
+                    copies_note(suite, &b_med)
                 ),
             )
         } else {
@@ -296,10 +308,17 @@ fn sync_rows(suite: &mut Suite, p: &Params, names: &[&str], outputs: &Path) {
             } else {
                 "list of maps"
             };
+            let bound = copies.map_or(String::new(), |c| {
+                format!(
+                    "; the durable copies alone (see the floor row): {} = {:.2} x {lib}",
+                    support::fmt_num(c),
+                    c / b_med[0]
+                )
+            });
             (
                 lib,
                 fmt_parts(&["append", "encode + apply"], &b_med[1..]),
-                format!("{lib}: {shape} in memory, {GROUP} messages per transaction"),
+                format!("{lib}: {shape} in memory, {GROUP} messages per transaction{bound}"),
             )
         };
         suite.push(Row::new(
@@ -347,6 +366,10 @@ fn round1(v: f64) -> f64 {
     (v * 10.0).round() / 10.0
 }
 
+fn round3(v: f64) -> f64 {
+    (v * 1000.0).round() / 1000.0
+}
+
 /// The subject worker of every sync row: fresh devices and relay per round.
 fn subject_sync_worker(role: &WorkerRole, p: &Params) {
     let msgs = workload::messages(0, p.sync_n);
@@ -385,10 +408,12 @@ fn subject_sync_worker(role: &WorkerRole, p: &Params) {
     );
 }
 
-/// The floor worker: a fresh directory per round.
+/// The floor worker: a fresh directory per round. Each round also measures the durable
+/// copies alone (see `copies`), reported next to the floor row.
 fn floor_worker(_role: &WorkerRole, p: &Params) {
     let n = p.sync_n;
     let msgs = workload::messages(0, n);
+    let (device, records) = copies::records(&msgs);
     let scratch = workload::temp_dir();
     let mut round = 0_usize;
     let mut run = |msgs: &[workload::Message]| -> Vec<f64> {
@@ -397,15 +422,48 @@ fn floor_worker(_role: &WorkerRole, p: &Params) {
         std::fs::create_dir_all(&dir).expect("round dir");
         let r = floor::run(&dir, msgs, GROUP, subject::pull_page(), SYNC);
         std::fs::remove_dir_all(&dir).expect("remove a round");
+        std::fs::create_dir_all(&dir).expect("round dir");
         let n = msgs.len();
+        let c = copies::run(
+            &dir,
+            &device,
+            &records[..n],
+            GROUP,
+            subject::pull_page(),
+            SYNC,
+        );
+        std::fs::remove_dir_all(&dir).expect("remove a round");
         vec![
             per_msg(r.total(), n),
             per_msg(r.append, n),
             per_msg(r.fold, n),
+            per_msg(c.total(), n),
+            per_msg(c.append, n),
+            per_msg(c.push, n),
+            per_msg(c.pull, n),
         ]
     };
     run(&workload::messages(0, p.warmup_n()));
     serve(|| run(&msgs), String::new);
+}
+
+/// The floor row's note on the durable copies alone (columns 3.. of the floor's samples), and
+/// records them as an extra.
+fn copies_note(suite: &mut Suite, floor: &[f64]) -> String {
+    let (Some(total), Some(parts)) = (floor.get(3), floor.get(4..7)) else {
+        return String::new();
+    };
+    let ratio = total / floor[0];
+    suite.extra(
+        "durable_copies_us_per_message",
+        json!({"us": round3(*total), "vs_floor": round3(ratio)}),
+    );
+    format!(
+        "; the durable copies alone (A's journal, relay segment + index + manifest, B's journal; no encoding, crypto, hashing, verification or fold): {} = {:.2} x floor ({})",
+        support::fmt_num(*total),
+        ratio,
+        fmt_parts(&["A inserts", "A reads + relay writes", "relay reads + B inserts"], parts)
+    )
 }
 
 /// The peer worker (yrs or automerge, by row): fresh documents per round.
