@@ -71,8 +71,12 @@ impl DeviceSync {
             stored.push(op);
         }
         let journal = Arc::clone(&self.journal);
-        let to_commit = stored.clone();
-        blocking(move || Ok(journal.commit(&to_commit)?)).await?;
+        // Moved to the worker and handed back, not cloned: a batch carries every ciphertext.
+        let stored = blocking(move || {
+            journal.commit(&stored)?;
+            Ok(stored)
+        })
+        .await?;
         self.author = author;
         if let Some(last) = stored.last() {
             self.frontier.set(ChainTip {
