@@ -7,6 +7,7 @@ pub mod demo;
 pub mod devices;
 pub mod effect_log;
 pub mod engine;
+pub mod nonces;
 pub mod sync;
 pub mod tee;
 
@@ -15,5 +16,6 @@ pub use effect_log::{EffectConsumer, EffectLog};
 pub use engine::{
     Engine, EngineBuilder, EngineConfig, EngineError, LiveEvent, StatusUpdate, Subscription,
 };
+pub use nonces::{default_nonce_rng, NonceRng};
 pub use sync::{DeviceSync, DeviceSyncBuilder, PumpReport, SyncConfig, SyncError, SyncStatus};
 pub use tee::{OplogTee, TeeConfig, TeeError, TeeTick};

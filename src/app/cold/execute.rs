@@ -4,11 +4,11 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
-use rand_core::OsRng;
 use zeroize::Zeroize;
 
 use crate::app::auth::RefreshError;
 use crate::app::devices::{DevicesError, HeldKey, KeyringError};
+use crate::app::nonces::default_nonce_rng;
 use crate::domain::backoff::RetryClass;
 use crate::domain::crypto::{seal_message, CryptoError, MessageAad};
 use crate::domain::routing::{route, ColdRoute};
@@ -170,6 +170,9 @@ fn seal_rows(
     device: DeviceId,
 ) -> Result<Vec<CloudMessageRow>, CryptoError> {
     let mut rows = Vec::with_capacity(messages.0.len());
+    // One seeding per batch instead of a system call per message.
+    let mut source = default_nonce_rng();
+    let mut rng: &mut (dyn rand_core::CryptoRngCore + Send + Sync) = &mut *source;
     for message in &messages.0 {
         let Some(held) = keys.get(&message.session_id) else {
             continue;
@@ -181,7 +184,7 @@ fn seal_rows(
             device,
             held.epoch,
         );
-        let sealed = seal_message(&held.key, &aad, message.content.as_bytes(), &mut OsRng)?;
+        let sealed = seal_message(&held.key, &aad, message.content.as_bytes(), &mut rng)?;
         rows.push(CloudMessageRow {
             id: message.id,
             session_id: message.session_id,

@@ -3,10 +3,6 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use rand::rngs::adapter::ReseedingRng;
-use rand_chacha::ChaCha12Core;
-use rand_core::{OsRng, SeedableRng};
-
 use crate::adapters::system::{SystemClock, UuidV7Gen};
 use crate::domain::ids::DeviceId;
 use crate::domain::oplog::{HlcClock, OpAuthor};
@@ -14,6 +10,7 @@ use crate::ports::{Clock, IdGen, Journal, KeyProvider, LeaseCoordinator, Relay};
 
 use super::replay::{blocking, rebuild, Opener};
 use super::{DeviceSync, NonceRng, SyncConfig, SyncError};
+use crate::app::nonces::default_nonce_rng;
 
 /// Builds a [`DeviceSync`]; production defaults for everything but the four ports.
 pub struct DeviceSyncBuilder {
@@ -148,18 +145,5 @@ impl DeviceSyncBuilder {
             base,
             current_keys: BTreeMap::new(),
         })
-    }
-}
-
-/// Bytes of output after which the default nonce source reseeds from the OS.
-const RESEED_AFTER: u64 = 64 * 1024;
-
-/// The default nonce source: ChaCha12 seeded from the OS and reseeded from it every 64 KiB
-/// of output and after a fork (the construction of `rand`'s thread-local generator), so
-/// sealing an op costs no system call. Falls back to the OS source itself if seeding fails.
-fn default_nonce_rng() -> NonceRng {
-    match ChaCha12Core::from_rng(OsRng) {
-        Ok(core) => Box::new(ReseedingRng::new(core, RESEED_AFTER, OsRng)),
-        Err(_) => Box::new(OsRng),
     }
 }

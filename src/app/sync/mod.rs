@@ -51,8 +51,6 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
-use rand_core::CryptoRngCore;
-
 pub use builder::DeviceSyncBuilder;
 pub use error::SyncError;
 pub use report::{AppendedOp, PumpReport, SyncStatus};
@@ -97,8 +95,7 @@ impl Default for SyncConfig {
     }
 }
 
-/// The RNG nonces are drawn from.
-pub type NonceRng = Box<dyn CryptoRngCore + Send + Sync>;
+pub use crate::app::nonces::NonceRng;
 
 /// This device's sync session. See the module docs.
 pub struct DeviceSync {

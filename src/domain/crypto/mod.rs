@@ -17,8 +17,9 @@
 //!
 //! - **No ambient randomness.** Anything that needs a nonce or an ephemeral key takes
 //!   `&mut impl rand_core::CryptoRngCore` and draws from it *inside* the call, so a nonce can
-//!   neither be chosen nor reused by the caller. Production passes `OsRng`; tests pass a
-//!   seeded RNG.
+//!   neither be chosen nor reused by the caller. Production draws keys from `OsRng` and
+//!   nonces from the application's default nonce source (ChaCha12 seeded and reseeded from the
+//!   OS); tests pass a seeded RNG.
 //! - **Everything sealed is bound to its context.** Associated data (and the signed bytes
 //!   of a wrap) use one canonical, length-prefixed, domain-separated encoding; the exact
 //!   layouts are documented in each module.
