@@ -2,8 +2,10 @@
 
 use std::sync::Arc;
 
+use tokio::task::JoinHandle;
+
 use crate::domain::oplog::{DriftGuard, OpRecord};
-use crate::ports::{PullCursors, RelayError};
+use crate::ports::{PullBatch, PullCursors, RelayError};
 
 use super::replay::{blocking, ingest, Opener};
 use super::{DeviceSync, PumpReport, SyncError};
@@ -17,6 +19,11 @@ impl DeviceSync {
     /// A refused batch (tampered, forked, far-future or undecryptable ops) fails the pump with
     /// a typed error and leaves the journal and the fold exactly as they were; batches of
     /// earlier rounds stay journaled. Safe to call again after any error or crash.
+    ///
+    /// While one pulled batch is ingested, the next is already being pulled (from the cursors
+    /// the journal will have once the batch is journaled), so the relay's reads overlap the
+    /// journal's writes; a batch pulled ahead is ingested only if the journal ended up exactly
+    /// at its cursors.
     pub async fn pump(&mut self) -> Result<PumpReport, SyncError> {
         let mut report = PumpReport::default();
         self.refresh_current_keys().await?;
@@ -58,13 +65,27 @@ impl DeviceSync {
 
     async fn pull(&mut self, report: &mut PumpReport) -> Result<(), SyncError> {
         let limit = self.config.pull_batch.max(1);
-        for _ in 0..self.config.max_rounds {
+        // The next batch, pulled while the current one is verified, opened and journaled.
+        let mut ahead: Option<PullAhead> = None;
+        for round in 0..self.config.max_rounds {
             let cursors = self.journal_cursors().await?;
-            let batch = match self
-                .relay
-                .pull(self.device, &cursors, limit, self.now_ms())
-                .await
-            {
+            let pulled = match ahead.take() {
+                Some(next) if next.cursors == cursors => next.batch().await?,
+                Some(next) => {
+                    // Pulled from cursors the journal did not end up at: only its failure
+                    // counts (every relay call that fails fails the pump).
+                    next.batch().await??;
+                    self.relay
+                        .pull(self.device, &cursors, limit, self.now_ms())
+                        .await
+                }
+                None => {
+                    self.relay
+                        .pull(self.device, &cursors, limit, self.now_ms())
+                        .await
+                }
+            };
+            let batch = match pulled {
                 Ok(batch) => batch,
                 Err(RelayError::Compacted { .. }) if !report.rebased => {
                     if !self.rebase().await? {
@@ -79,6 +100,9 @@ impl DeviceSync {
                 return Ok(());
             }
             let more = batch.more;
+            if more && round + 1 < self.config.max_rounds {
+                ahead = Some(PullAhead::start(self, after(&cursors, &batch), limit));
+            }
             let ops: Vec<OpRecord> = batch.ops.into_values().flatten().collect();
             report.pulled += ops.len();
             let (journal, keys) = (Arc::clone(&self.journal), Arc::clone(&self.keys));
@@ -125,6 +149,49 @@ impl DeviceSync {
     }
 }
 
+/// A pull started ahead of the ingest of the batch before it, from the cursors the journal
+/// will be at once that batch is journaled. Dropping it cancels the pull (a pull changes
+/// nothing at the relay but the reader's last-seen time).
+struct PullAhead {
+    cursors: PullCursors,
+    task: JoinHandle<Result<PullBatch, RelayError>>,
+}
+
+impl PullAhead {
+    fn start(sync: &DeviceSync, cursors: PullCursors, limit: usize) -> Self {
+        let (relay, device, now) = (Arc::clone(&sync.relay), sync.device, sync.now_ms());
+        let from = cursors.clone();
+        let task = tokio::spawn(async move { relay.pull(device, &from, limit, now).await });
+        Self { cursors, task }
+    }
+
+    /// The relay's answer. A panic in the pull is resumed here.
+    async fn batch(mut self) -> Result<Result<PullBatch, RelayError>, SyncError> {
+        match (&mut self.task).await {
+            Ok(answer) => Ok(answer),
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => Err(SyncError::Worker(e.to_string())),
+        }
+    }
+}
+
+impl Drop for PullAhead {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The cursors after `batch` is journaled: each pulled chain continues after its last op.
+fn after(cursors: &PullCursors, batch: &PullBatch) -> PullCursors {
+    let mut next = cursors.clone();
+    for (device, ops) in &batch.ops {
+        if let Some(last) = ops.last() {
+            next.insert(*device, last.seq().next());
+        }
+    }
+    next
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -138,9 +205,13 @@ mod tests {
     use crate::app::sync::DeviceSync;
     use crate::domain::ids::DeviceId;
     use crate::domain::oplog::{OpAuthor, OpPayload, Scope, Surface};
+    use std::sync::Mutex;
+
+    use crate::app::sync::{SyncConfig, SyncError};
+    use crate::domain::oplog::OpRecord;
     use crate::ports::lease::MockLeaseCoordinator;
     use crate::ports::relay::MockRelay;
-    use crate::ports::{Journal, PullBatch, PushOutcome};
+    use crate::ports::{Journal, PullBatch, PullCursors, PushOutcome, RelayError};
 
     #[tokio::test]
     async fn pump_pushes_durable_own_ops_once_and_acks_the_journal_frontier() {
@@ -210,5 +281,156 @@ mod tests {
         let second = sync.pump().await.unwrap();
         assert_eq!(second.pushed, 0);
         assert_eq!(journal.push_cursor(device).unwrap().get(), 2);
+    }
+
+    /// A remote chain of `n` plain run ops.
+    fn remote_chain(n: usize) -> (DeviceId, Vec<OpRecord>) {
+        let remote = DeviceId::from_uuid(Uuid::from_u128(0xB)).unwrap();
+        let mut author = OpAuthor::new(remote);
+        let ops = (0..n)
+            .map(|i| {
+                author
+                    .append(
+                        10,
+                        Scope::Personal,
+                        Surface::Run,
+                        OpPayload::Plain(json!(i)),
+                    )
+                    .unwrap()
+            })
+            .collect();
+        (remote, ops)
+    }
+
+    /// A relay holding `chain`, answering pulls of two ops at most and recording each pull's
+    /// cursors; `on_pull` may replace an answer (and act) given the pull's cursors.
+    fn relay_of(
+        remote: DeviceId,
+        chain: Vec<OpRecord>,
+        pulls: Arc<Mutex<Vec<PullCursors>>>,
+        on_pull: impl Fn(&PullCursors) -> Option<Result<PullBatch, RelayError>> + Send + Sync + 'static,
+    ) -> MockRelay {
+        let mut relay = MockRelay::new();
+        relay.expect_register().returning(|_, _| Ok(()));
+        relay.expect_ack().returning(|_, _, _| Ok(()));
+        relay
+            .expect_pull()
+            .returning(move |_, cursors: &PullCursors, limit, _| {
+                pulls.lock().unwrap().push(cursors.clone());
+                if let Some(answer) = on_pull(cursors) {
+                    return answer;
+                }
+                let from = cursors.get(&remote).map_or(0, |s| s.get() as usize);
+                let end = (from + limit).min(chain.len());
+                let mut batch = PullBatch {
+                    more: end < chain.len(),
+                    ..PullBatch::default()
+                };
+                if from < end {
+                    batch.ops.insert(remote, chain[from..end].to_vec());
+                }
+                Ok(batch)
+            });
+        relay
+    }
+
+    async fn puller(journal: Arc<SqliteJournal>, relay: MockRelay) -> DeviceSync {
+        DeviceSync::builder(
+            journal,
+            Arc::new(relay),
+            Arc::new(MockLeaseCoordinator::new()),
+            Arc::new(StaticKeyProvider::new()),
+        )
+        .clock(Arc::new(ManualClock::new(100)))
+        .device_candidate(DeviceId::from_uuid(Uuid::from_u128(0xA)).unwrap())
+        .config(SyncConfig {
+            pull_batch: 2,
+            ..SyncConfig::default()
+        })
+        .e2e(false)
+        .open()
+        .await
+        .unwrap()
+    }
+
+    fn cursor(device: DeviceId, next: u64) -> PullCursors {
+        [(device, crate::domain::ids::Seq::new(next))].into()
+    }
+
+    #[tokio::test]
+    async fn each_batch_is_pulled_once_from_the_cursors_the_journal_reaches() {
+        let (remote, chain) = remote_chain(6);
+        let pulls = Arc::new(Mutex::new(Vec::new()));
+        let relay = relay_of(remote, chain.clone(), Arc::clone(&pulls), |_| None);
+        let journal = Arc::new(SqliteJournal::open_in_memory(SqliteOptions::default()).unwrap());
+        let mut sync = puller(Arc::clone(&journal), relay).await;
+        let report = sync.pump().await.unwrap();
+        assert_eq!((report.pulled, report.journaled), (6, 6));
+        assert_eq!(
+            *pulls.lock().unwrap(),
+            vec![PullCursors::new(), cursor(remote, 2), cursor(remote, 4)],
+            "every batch pulled once, from the cursors the journal reached"
+        );
+        assert_eq!(
+            journal
+                .ops_from(remote, crate::domain::ids::Seq::ZERO, 10)
+                .unwrap(),
+            chain
+        );
+    }
+
+    #[tokio::test]
+    async fn a_batch_pulled_ahead_is_dropped_when_the_journal_ends_elsewhere() {
+        let (remote, chain) = remote_chain(6);
+        let pulls = Arc::new(Mutex::new(Vec::new()));
+        let journal = Arc::new(SqliteJournal::open_in_memory(SqliteOptions::default()).unwrap());
+        // Another writer journals ops 0..=3 while the first batch (ops 0 and 1) is in flight,
+        // so the journal ends at seq 3, not at the batch's end.
+        let (other, first_four) = (Arc::clone(&journal), chain[..4].to_vec());
+        let relay = relay_of(remote, chain.clone(), Arc::clone(&pulls), move |c| {
+            if c.is_empty() {
+                other.commit(&first_four).unwrap();
+            }
+            None
+        });
+        let mut sync = puller(Arc::clone(&journal), relay).await;
+        let report = sync.pump().await.unwrap();
+        // Ops 2 and 3, pulled ahead from seq 2, were not ingested: ops 4 and 5 were pulled
+        // again from where the journal ended.
+        assert_eq!((report.pulled, report.journaled), (4, 2));
+        assert_eq!(
+            *pulls.lock().unwrap(),
+            vec![PullCursors::new(), cursor(remote, 2), cursor(remote, 4)]
+        );
+        assert_eq!(
+            journal
+                .ops_from(remote, crate::domain::ids::Seq::ZERO, 10)
+                .unwrap(),
+            chain
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_pull_ahead_fails_the_pump_and_keeps_what_was_journaled() {
+        let (remote, chain) = remote_chain(6);
+        let pulls = Arc::new(Mutex::new(Vec::new()));
+        let relay = relay_of(remote, chain.clone(), Arc::clone(&pulls), move |c| {
+            (c.get(&remote).map(|s| s.get()) == Some(2))
+                .then(|| Err(RelayError::Backend("line down".into())))
+        });
+        let journal = Arc::new(SqliteJournal::open_in_memory(SqliteOptions::default()).unwrap());
+        let mut sync = puller(Arc::clone(&journal), relay).await;
+        let err = sync.pump().await.unwrap_err();
+        assert!(
+            matches!(err, SyncError::Relay(RelayError::Backend(_))),
+            "{err}"
+        );
+        // The first batch stays journaled; the next pump carries on from it.
+        assert_eq!(
+            journal
+                .ops_from(remote, crate::domain::ids::Seq::ZERO, 10)
+                .unwrap(),
+            chain[..2].to_vec()
+        );
     }
 }
