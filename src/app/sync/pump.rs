@@ -203,7 +203,7 @@ mod tests {
     use crate::adapters::sqlite::{SqliteJournal, SqliteOptions};
     use crate::adapters::system::ManualClock;
     use crate::app::sync::DeviceSync;
-    use crate::domain::ids::DeviceId;
+    use crate::domain::ids::{DeviceId, Seq};
     use crate::domain::oplog::{OpAuthor, OpPayload, Scope, Surface};
     use std::sync::Mutex;
 
@@ -354,7 +354,12 @@ mod tests {
     }
 
     fn cursor(device: DeviceId, next: u64) -> PullCursors {
-        [(device, crate::domain::ids::Seq::new(next))].into()
+        [(device, Seq::new(next))].into()
+    }
+
+    /// The ops of `device`'s chain the journal holds.
+    fn held(journal: &SqliteJournal, device: DeviceId) -> Vec<OpRecord> {
+        journal.ops_from(device, Seq::ZERO, 100).unwrap()
     }
 
     #[tokio::test]
@@ -371,12 +376,7 @@ mod tests {
             vec![PullCursors::new(), cursor(remote, 2), cursor(remote, 4)],
             "every batch pulled once, from the cursors the journal reached"
         );
-        assert_eq!(
-            journal
-                .ops_from(remote, crate::domain::ids::Seq::ZERO, 10)
-                .unwrap(),
-            chain
-        );
+        assert_eq!(held(&journal, remote), chain);
     }
 
     #[tokio::test]
@@ -402,12 +402,7 @@ mod tests {
             *pulls.lock().unwrap(),
             vec![PullCursors::new(), cursor(remote, 2), cursor(remote, 4)]
         );
-        assert_eq!(
-            journal
-                .ops_from(remote, crate::domain::ids::Seq::ZERO, 10)
-                .unwrap(),
-            chain
-        );
+        assert_eq!(held(&journal, remote), chain);
     }
 
     #[tokio::test]
@@ -426,11 +421,6 @@ mod tests {
             "{err}"
         );
         // The first batch stays journaled; the next pump carries on from it.
-        assert_eq!(
-            journal
-                .ops_from(remote, crate::domain::ids::Seq::ZERO, 10)
-                .unwrap(),
-            chain[..2].to_vec()
-        );
+        assert_eq!(held(&journal, remote), chain[..2].to_vec());
     }
 }
