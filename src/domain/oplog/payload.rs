@@ -51,7 +51,7 @@ pub enum PayloadError {
 pub fn validate_payload(surface: &Surface, payload: &Value) -> Result<(), PayloadError> {
     match surface.tier() {
         FoldTier::EventStream if *surface == Surface::Conversation => {
-            ConversationTurn::from_payload(payload).map(|_| ())
+            ConversationTurn::check_payload(payload)
         }
         FoldTier::EventStream => Ok(()),
         FoldTier::LastWriterWins => record_fields(payload).map(|_| ()),

@@ -124,24 +124,65 @@ struct TurnWire {
     tool_call_id: Option<String>,
 }
 
+/// [`TurnWire`] borrowed from the payload: what checking a payload reads, without copying a
+/// string of it.
+#[derive(Deserialize)]
+struct TurnCheck<'a> {
+    #[serde(borrow)]
+    conversation_id: &'a str,
+    #[serde(rename = "role")]
+    _role: Role,
+    #[serde(default, borrow, rename = "text")]
+    _text: &'a str,
+    #[serde(default, borrow, rename = "tool_calls")]
+    _tool_calls: Vec<ToolCallCheck<'a>>,
+    #[serde(default, borrow, rename = "tool_call_id")]
+    _tool_call_id: Option<&'a str>,
+}
+
+/// [`ToolCall`] borrowed from the payload (any JSON is valid arguments).
+#[derive(Deserialize)]
+struct ToolCallCheck<'a> {
+    #[serde(borrow, rename = "id")]
+    _id: &'a str,
+    #[serde(borrow, rename = "name")]
+    _name: &'a str,
+    #[serde(default, rename = "arguments")]
+    _arguments: serde::de::IgnoredAny,
+}
+
+const TURN_SHAPE: &str = "needs \"conversation_id\" and \"role\"; \"text\", \"tool_calls\" and \
+                          \"tool_call_id\" must have their documented types";
+const CONVERSATION_ID_SIZE: &str = "\"conversation_id\" must be 1 to 256 bytes";
+
+fn check_conversation_id(id: &str) -> Result<(), PayloadError> {
+    if id.is_empty() || id.len() > MAX_CONVERSATION_ID_LEN {
+        return Err(PayloadError::InvalidTurn(CONVERSATION_ID_SIZE));
+    }
+    Ok(())
+}
+
 impl ConversationTurn {
+    /// Checks that `payload` is a conversation turn, as [`ConversationTurn::from_payload`]
+    /// would read it, without copying any of it.
+    pub fn check_payload(payload: &Value) -> Result<(), PayloadError> {
+        if !payload.is_object() {
+            return Err(PayloadError::NotAnObject);
+        }
+        let wire =
+            TurnCheck::deserialize(payload).map_err(|_| PayloadError::InvalidTurn(TURN_SHAPE))?;
+        check_conversation_id(wire.conversation_id)
+    }
+
     /// Reads a conversation op's payload.
     pub fn from_payload(payload: &Value) -> Result<Self, PayloadError> {
         if !payload.is_object() {
             return Err(PayloadError::NotAnObject);
         }
         // Deserialized from the borrowed value: no copy of the whole payload first.
-        let wire = TurnWire::deserialize(payload).map_err(|_| {
-            PayloadError::InvalidTurn(
-                "needs \"conversation_id\" and \"role\"; \"text\", \"tool_calls\" and \
-                 \"tool_call_id\" must have their documented types",
-            )
-        })?;
-        if wire.conversation_id.is_empty() || wire.conversation_id.len() > MAX_CONVERSATION_ID_LEN {
-            return Err(PayloadError::InvalidTurn(
-                "\"conversation_id\" must be 1 to 256 bytes",
-            ));
-        }
+        let wire =
+            TurnWire::deserialize(payload).map_err(|_| PayloadError::InvalidTurn(TURN_SHAPE))?;
+        check_conversation_id(&wire.conversation_id)?;
         Ok(Self {
             conversation_id: wire.conversation_id,
             turn: Turn {
@@ -783,6 +824,45 @@ mod tests {
                 ConversationTurn::from_payload(&b),
                 Err(PayloadError::InvalidTurn(_))
             ));
+        }
+    }
+
+    #[test]
+    fn checking_a_payload_agrees_with_reading_it() {
+        let payloads = [
+            json!({"conversation_id": "c", "role": "user"}),
+            json!({"conversation_id": "c", "role": "user", "text": "hi", "extra": [1, {"a": 2}]}),
+            json!({"conversation_id": "c", "role": "assistant", "text": "",
+                   "tool_calls": [{"id": "a", "name": "ls", "arguments": {"path": "/"}},
+                                  {"id": "b", "name": "pwd"}]}),
+            json!({"conversation_id": "c", "role": "tool", "tool_call_id": "a", "text": "r"}),
+            json!({"conversation_id": "c", "role": "tool", "tool_call_id": null}),
+            json!({"conversation_id": "c", "role": "user", "text": null}),
+            json!({"conversation_id": "c", "role": "user", "tool_calls": null}),
+            json!({"conversation_id": "c", "role": "user", "tool_calls": [{"id": "a"}]}),
+            json!({"conversation_id": "c", "role": "user", "tool_calls": [{"id": 1, "name": "x"}]}),
+            json!({"conversation_id": "c", "role": "user", "tool_calls": {"id": "a"}}),
+            json!({"conversation_id": "c", "role": "user", "tool_call_id": 7}),
+            json!({"conversation_id": "c", "role": "user", "text": ["hi"]}),
+            json!({"conversation_id": "c", "role": "robot"}),
+            json!({"conversation_id": "c", "role": null}),
+            json!({"conversation_id": 5, "role": "user"}),
+            json!({"conversation_id": "", "role": "user"}),
+            json!({"conversation_id": "x".repeat(256), "role": "user"}),
+            json!({"conversation_id": "x".repeat(257), "role": "user"}),
+            json!({"conversation_id": "c\u{e9}\n\"", "role": "system", "text": "\u{1F600}"}),
+            json!({"role": "user"}),
+            json!({}),
+            json!([]),
+            json!("c"),
+            json!(null),
+        ];
+        for p in payloads {
+            assert_eq!(
+                ConversationTurn::check_payload(&p),
+                ConversationTurn::from_payload(&p).map(|_| ()),
+                "{p}"
+            );
         }
     }
 
