@@ -7,7 +7,7 @@ use tokio::task::JoinHandle;
 use crate::domain::oplog::{DriftGuard, OpRecord};
 use crate::ports::{PullBatch, PullCursors, RelayError};
 
-use super::replay::{blocking, ingest, Opener};
+use super::replay::{blocking, ingest, joined, Opener};
 use super::{DeviceSync, PumpReport, SyncError};
 
 impl DeviceSync {
@@ -40,24 +40,32 @@ impl DeviceSync {
 
     async fn push(&mut self, report: &mut PumpReport) -> Result<(), SyncError> {
         let (device, limit) = (self.device, self.config.push_batch.max(1));
-        for _ in 0..self.config.max_rounds {
-            let journal = Arc::clone(&self.journal);
-            let ops: Vec<OpRecord> = blocking(move || {
-                let from = journal.push_cursor(device)?;
-                Ok(journal.ops_from(device, from, limit)?)
-            })
-            .await?;
+        let journal = Arc::clone(&self.journal);
+        let mut ops: Vec<OpRecord> = blocking(move || {
+            let from = journal.push_cursor(device)?;
+            Ok(journal.ops_from(device, from, limit)?)
+        })
+        .await?;
+        for round in 0..self.config.max_rounds {
             let Some(next) = ops.last().map(|op| op.seq().next()) else {
                 return Ok(());
             };
+            let full = ops.len() >= limit;
+            // The next batch is read from the journal while this one is pushed.
+            let ahead = (full && round + 1 < self.config.max_rounds).then(|| {
+                let journal = Arc::clone(&self.journal);
+                tokio::task::spawn_blocking(move || journal.ops_from(device, next, limit))
+            });
             let outcome = self.relay.push(device, &ops, self.now_ms()).await?;
             report.pushed += outcome.accepted;
             report.push_duplicates += outcome.duplicates;
             let journal = Arc::clone(&self.journal);
             blocking(move || Ok(journal.advance_push_cursor(device, next)?)).await?;
-            if ops.len() < limit {
-                return Ok(());
-            }
+            ops = match ahead {
+                Some(task) => joined(task).await??,
+                None if full => break,
+                None => return Ok(()),
+            };
         }
         report.more = true;
         Ok(())
@@ -167,11 +175,7 @@ impl PullAhead {
 
     /// The relay's answer. A panic in the pull is resumed here.
     async fn batch(mut self) -> Result<Result<PullBatch, RelayError>, SyncError> {
-        match (&mut self.task).await {
-            Ok(answer) => Ok(answer),
-            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            Err(e) => Err(SyncError::Worker(e.to_string())),
-        }
+        joined(&mut self.task).await
     }
 }
 
@@ -422,5 +426,72 @@ mod tests {
         );
         // The first batch stays journaled; the next pump carries on from it.
         assert_eq!(held(&journal, remote), chain[..2].to_vec());
+    }
+
+    #[tokio::test]
+    async fn own_ops_are_pushed_in_order_once_while_the_next_batch_is_read() {
+        let device = DeviceId::from_uuid(Uuid::from_u128(0xA)).unwrap();
+        let journal = Arc::new(SqliteJournal::open_in_memory(SqliteOptions::default()).unwrap());
+        journal.local_device_id(device).unwrap();
+        let mut author = OpAuthor::new(device);
+        let ops: Vec<OpRecord> = (0..7)
+            .map(|i| {
+                author
+                    .append(
+                        10,
+                        Scope::Personal,
+                        Surface::Run,
+                        OpPayload::Plain(json!(i)),
+                    )
+                    .unwrap()
+            })
+            .collect();
+        journal.commit(&ops).unwrap();
+        let pushed: Arc<Mutex<Vec<Vec<OpRecord>>>> = Arc::default();
+        let mut relay = MockRelay::new();
+        relay.expect_register().returning(|_, _| Ok(()));
+        relay.expect_ack().returning(|_, _, _| Ok(()));
+        relay
+            .expect_pull()
+            .returning(|_, _, _, _| Ok(PullBatch::default()));
+        let seen = Arc::clone(&pushed);
+        relay.expect_push().returning(move |_, batch, _| {
+            seen.lock().unwrap().push(batch.to_vec());
+            Ok(PushOutcome {
+                accepted: batch.len(),
+                duplicates: 0,
+            })
+        });
+        let mut sync = DeviceSync::builder(
+            journal.clone(),
+            Arc::new(relay),
+            Arc::new(MockLeaseCoordinator::new()),
+            Arc::new(StaticKeyProvider::new()),
+        )
+        .clock(Arc::new(ManualClock::new(100)))
+        .device_candidate(device)
+        .config(SyncConfig {
+            push_batch: 2,
+            max_rounds: 3,
+            ..SyncConfig::default()
+        })
+        .e2e(false)
+        .open()
+        .await
+        .unwrap();
+        // Three rounds of two: the pump stops at the round limit and says more is left.
+        let first = sync.pump().await.unwrap();
+        assert_eq!((first.pushed, first.more), (6, true));
+        assert_eq!(journal.push_cursor(device).unwrap(), Seq::new(6));
+        let second = sync.pump().await.unwrap();
+        assert_eq!((second.pushed, second.more), (1, false));
+        let batches: Vec<Vec<OpRecord>> = vec![
+            ops[0..2].to_vec(),
+            ops[2..4].to_vec(),
+            ops[4..6].to_vec(),
+            ops[6..].to_vec(),
+        ];
+        assert_eq!(*pushed.lock().unwrap(), batches);
+        assert_eq!(journal.push_cursor(device).unwrap(), Seq::new(7));
     }
 }

@@ -5,7 +5,10 @@
 //! called through [`blocking`], which moves it onto tokio's blocking pool.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::sync::Arc;
+
+use tokio::task::JoinError;
 
 use crate::domain::crypto::{KeyEpoch, SessionKey};
 use crate::domain::ids::{DeviceId, Seq};
@@ -25,8 +28,16 @@ const PAGE: usize = 512;
 pub(super) async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, SyncError> + Send + 'static,
 ) -> Result<T, SyncError> {
-    match tokio::task::spawn_blocking(work).await {
-        Ok(result) => result,
+    joined(tokio::task::spawn_blocking(work)).await?
+}
+
+/// What a spawned task (its handle, or a borrow of it) returned. A panic in the task is
+/// resumed on the caller.
+pub(super) async fn joined<T>(
+    task: impl Future<Output = Result<T, JoinError>>,
+) -> Result<T, SyncError> {
+    match task.await {
+        Ok(output) => Ok(output),
         Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
         Err(e) => Err(SyncError::Worker(e.to_string())),
     }
