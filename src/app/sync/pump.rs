@@ -198,7 +198,7 @@ fn after(cursors: &PullCursors, batch: &PullBatch) -> PullCursors {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
+    use std::sync::{Arc, Mutex};
 
     use serde_json::json;
     use uuid::Uuid;
@@ -206,24 +206,25 @@ mod tests {
     use crate::adapters::keys::StaticKeyProvider;
     use crate::adapters::sqlite::{SqliteJournal, SqliteOptions};
     use crate::adapters::system::ManualClock;
-    use crate::app::sync::DeviceSync;
+    use crate::app::sync::{DeviceSync, SyncConfig, SyncError};
     use crate::domain::ids::{DeviceId, Seq};
-    use crate::domain::oplog::{OpAuthor, OpPayload, Scope, Surface};
-    use std::sync::Mutex;
-
-    use crate::app::sync::{SyncConfig, SyncError};
-    use crate::domain::oplog::OpRecord;
+    use crate::domain::oplog::{OpAuthor, OpPayload, OpRecord, Scope, Surface};
     use crate::ports::lease::MockLeaseCoordinator;
     use crate::ports::relay::MockRelay;
     use crate::ports::{Journal, PullBatch, PullCursors, PushOutcome, RelayError};
 
-    #[tokio::test]
-    async fn pump_pushes_durable_own_ops_once_and_acks_the_journal_frontier() {
-        let device = DeviceId::from_uuid(Uuid::from_u128(0xA)).unwrap();
-        let journal = Arc::new(SqliteJournal::open_in_memory(SqliteOptions::default()).unwrap());
-        journal.local_device_id(device).unwrap();
+    fn local() -> DeviceId {
+        DeviceId::from_uuid(Uuid::from_u128(0xA)).unwrap()
+    }
+
+    fn remote() -> DeviceId {
+        DeviceId::from_uuid(Uuid::from_u128(0xB)).unwrap()
+    }
+
+    /// A chain of `n` plain run ops authored by `device`.
+    fn chain_of(device: DeviceId, n: usize) -> Vec<OpRecord> {
         let mut author = OpAuthor::new(device);
-        let ops: Vec<_> = (0..2)
+        (0..n)
             .map(|i| {
                 author
                     .append(
@@ -234,7 +235,42 @@ mod tests {
                     )
                     .unwrap()
             })
-            .collect();
+            .collect()
+    }
+
+    /// An empty journal of the local device.
+    fn journal() -> Arc<SqliteJournal> {
+        let journal = Arc::new(SqliteJournal::open_in_memory(SqliteOptions::default()).unwrap());
+        journal.local_device_id(local()).unwrap();
+        journal
+    }
+
+    /// The local device's session over `journal` and `relay`, E2E off.
+    async fn session(
+        journal: Arc<SqliteJournal>,
+        relay: MockRelay,
+        config: SyncConfig,
+    ) -> DeviceSync {
+        DeviceSync::builder(
+            journal,
+            Arc::new(relay),
+            Arc::new(MockLeaseCoordinator::new()),
+            Arc::new(StaticKeyProvider::new()),
+        )
+        .clock(Arc::new(ManualClock::new(100)))
+        .device_candidate(local())
+        .config(config)
+        .e2e(false)
+        .open()
+        .await
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn pump_pushes_durable_own_ops_once_and_acks_the_journal_frontier() {
+        let device = local();
+        let journal = journal();
+        let ops = chain_of(device, 2);
         journal.commit(&ops).unwrap();
         let durable = journal.frontier().unwrap();
 
@@ -262,18 +298,7 @@ mod tests {
             .withf(move |d, f, _| *d == device && *f == expected)
             .returning(|_, _, _| Ok(()));
 
-        let mut sync = DeviceSync::builder(
-            journal.clone(),
-            Arc::new(relay),
-            Arc::new(MockLeaseCoordinator::new()),
-            Arc::new(StaticKeyProvider::new()),
-        )
-        .clock(Arc::new(ManualClock::new(100)))
-        .device_candidate(device)
-        .e2e(false)
-        .open()
-        .await
-        .unwrap();
+        let mut sync = session(journal.clone(), relay, SyncConfig::default()).await;
         assert_eq!(
             sync.state().events(&Surface::Run).count(),
             2,
@@ -285,25 +310,6 @@ mod tests {
         let second = sync.pump().await.unwrap();
         assert_eq!(second.pushed, 0);
         assert_eq!(journal.push_cursor(device).unwrap().get(), 2);
-    }
-
-    /// A remote chain of `n` plain run ops.
-    fn remote_chain(n: usize) -> (DeviceId, Vec<OpRecord>) {
-        let remote = DeviceId::from_uuid(Uuid::from_u128(0xB)).unwrap();
-        let mut author = OpAuthor::new(remote);
-        let ops = (0..n)
-            .map(|i| {
-                author
-                    .append(
-                        10,
-                        Scope::Personal,
-                        Surface::Run,
-                        OpPayload::Plain(json!(i)),
-                    )
-                    .unwrap()
-            })
-            .collect();
-        (remote, ops)
     }
 
     /// A relay holding `chain`, answering pulls of two ops at most and recording each pull's
@@ -338,23 +344,11 @@ mod tests {
         relay
     }
 
-    async fn puller(journal: Arc<SqliteJournal>, relay: MockRelay) -> DeviceSync {
-        DeviceSync::builder(
-            journal,
-            Arc::new(relay),
-            Arc::new(MockLeaseCoordinator::new()),
-            Arc::new(StaticKeyProvider::new()),
-        )
-        .clock(Arc::new(ManualClock::new(100)))
-        .device_candidate(DeviceId::from_uuid(Uuid::from_u128(0xA)).unwrap())
-        .config(SyncConfig {
+    fn pull_two() -> SyncConfig {
+        SyncConfig {
             pull_batch: 2,
             ..SyncConfig::default()
-        })
-        .e2e(false)
-        .open()
-        .await
-        .unwrap()
+        }
     }
 
     fn cursor(device: DeviceId, next: u64) -> PullCursors {
@@ -368,11 +362,11 @@ mod tests {
 
     #[tokio::test]
     async fn each_batch_is_pulled_once_from_the_cursors_the_journal_reaches() {
-        let (remote, chain) = remote_chain(6);
+        let (remote, chain) = (remote(), chain_of(remote(), 6));
         let pulls = Arc::new(Mutex::new(Vec::new()));
         let relay = relay_of(remote, chain.clone(), Arc::clone(&pulls), |_| None);
-        let journal = Arc::new(SqliteJournal::open_in_memory(SqliteOptions::default()).unwrap());
-        let mut sync = puller(Arc::clone(&journal), relay).await;
+        let journal = journal();
+        let mut sync = session(Arc::clone(&journal), relay, pull_two()).await;
         let report = sync.pump().await.unwrap();
         assert_eq!((report.pulled, report.journaled), (6, 6));
         assert_eq!(
@@ -385,9 +379,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_batch_pulled_ahead_is_dropped_when_the_journal_ends_elsewhere() {
-        let (remote, chain) = remote_chain(6);
+        let (remote, chain) = (remote(), chain_of(remote(), 6));
         let pulls = Arc::new(Mutex::new(Vec::new()));
-        let journal = Arc::new(SqliteJournal::open_in_memory(SqliteOptions::default()).unwrap());
+        let journal = journal();
         // Another writer journals ops 0..=3 while the first batch (ops 0 and 1) is in flight,
         // so the journal ends at seq 3, not at the batch's end.
         let (other, first_four) = (Arc::clone(&journal), chain[..4].to_vec());
@@ -397,7 +391,7 @@ mod tests {
             }
             None
         });
-        let mut sync = puller(Arc::clone(&journal), relay).await;
+        let mut sync = session(Arc::clone(&journal), relay, pull_two()).await;
         let report = sync.pump().await.unwrap();
         // Ops 2 and 3, pulled ahead from seq 2, were not ingested: ops 4 and 5 were pulled
         // again from where the journal ended.
@@ -411,14 +405,14 @@ mod tests {
 
     #[tokio::test]
     async fn a_failed_pull_ahead_fails_the_pump_and_keeps_what_was_journaled() {
-        let (remote, chain) = remote_chain(6);
+        let (remote, chain) = (remote(), chain_of(remote(), 6));
         let pulls = Arc::new(Mutex::new(Vec::new()));
         let relay = relay_of(remote, chain.clone(), Arc::clone(&pulls), move |c| {
             (c.get(&remote).map(|s| s.get()) == Some(2))
                 .then(|| Err(RelayError::Backend("line down".into())))
         });
-        let journal = Arc::new(SqliteJournal::open_in_memory(SqliteOptions::default()).unwrap());
-        let mut sync = puller(Arc::clone(&journal), relay).await;
+        let journal = journal();
+        let mut sync = session(Arc::clone(&journal), relay, pull_two()).await;
         let err = sync.pump().await.unwrap_err();
         assert!(
             matches!(err, SyncError::Relay(RelayError::Backend(_))),
@@ -430,22 +424,8 @@ mod tests {
 
     #[tokio::test]
     async fn own_ops_are_pushed_in_order_once_while_the_next_batch_is_read() {
-        let device = DeviceId::from_uuid(Uuid::from_u128(0xA)).unwrap();
-        let journal = Arc::new(SqliteJournal::open_in_memory(SqliteOptions::default()).unwrap());
-        journal.local_device_id(device).unwrap();
-        let mut author = OpAuthor::new(device);
-        let ops: Vec<OpRecord> = (0..7)
-            .map(|i| {
-                author
-                    .append(
-                        10,
-                        Scope::Personal,
-                        Surface::Run,
-                        OpPayload::Plain(json!(i)),
-                    )
-                    .unwrap()
-            })
-            .collect();
+        let (device, journal) = (local(), journal());
+        let ops = chain_of(device, 7);
         journal.commit(&ops).unwrap();
         let pushed: Arc<Mutex<Vec<Vec<OpRecord>>>> = Arc::default();
         let mut relay = MockRelay::new();
@@ -462,35 +442,19 @@ mod tests {
                 duplicates: 0,
             })
         });
-        let mut sync = DeviceSync::builder(
-            journal.clone(),
-            Arc::new(relay),
-            Arc::new(MockLeaseCoordinator::new()),
-            Arc::new(StaticKeyProvider::new()),
-        )
-        .clock(Arc::new(ManualClock::new(100)))
-        .device_candidate(device)
-        .config(SyncConfig {
+        let config = SyncConfig {
             push_batch: 2,
             max_rounds: 3,
             ..SyncConfig::default()
-        })
-        .e2e(false)
-        .open()
-        .await
-        .unwrap();
+        };
+        let mut sync = session(Arc::clone(&journal), relay, config).await;
         // Three rounds of two: the pump stops at the round limit and says more is left.
         let first = sync.pump().await.unwrap();
         assert_eq!((first.pushed, first.more), (6, true));
         assert_eq!(journal.push_cursor(device).unwrap(), Seq::new(6));
         let second = sync.pump().await.unwrap();
         assert_eq!((second.pushed, second.more), (1, false));
-        let batches: Vec<Vec<OpRecord>> = vec![
-            ops[0..2].to_vec(),
-            ops[2..4].to_vec(),
-            ops[4..6].to_vec(),
-            ops[6..].to_vec(),
-        ];
+        let batches: Vec<Vec<OpRecord>> = ops.chunks(2).map(<[OpRecord]>::to_vec).collect();
         assert_eq!(*pushed.lock().unwrap(), batches);
         assert_eq!(journal.push_cursor(device).unwrap(), Seq::new(7));
     }
