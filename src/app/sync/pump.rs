@@ -23,7 +23,8 @@ impl DeviceSync {
     /// While one pulled batch is ingested, the next is already being pulled (from the cursors
     /// the journal will have once the batch is journaled), so the relay's reads overlap the
     /// journal's writes; a batch pulled ahead is ingested only if the journal ended up exactly
-    /// at its cursors.
+    /// at its cursors. Likewise the next batch of own ops is read from the journal while one
+    /// is pushed.
     pub async fn pump(&mut self) -> Result<PumpReport, SyncError> {
         let mut report = PumpReport::default();
         self.refresh_current_keys().await?;
