@@ -49,6 +49,9 @@ use super::xchacha;
 use super::CryptoError;
 use crate::domain::ids::{DeviceId, MessageId, Seq, SessionId};
 
+/// XChaCha20-Poly1305 decryption; every failure is the opaque [`CryptoError::Decrypt`].
+pub(crate) use super::xchacha::open as open_raw;
+
 /// Length of an XChaCha20-Poly1305 nonce in bytes (192 bits).
 pub const NONCE_LEN: usize = 24;
 /// Length of the Poly1305 authentication tag appended to every ciphertext.
@@ -319,16 +322,6 @@ pub(crate) fn seal_raw(
     rng.fill_bytes(&mut nonce);
     let ciphertext = xchacha::seal(key, &nonce, aad, plaintext)?;
     Ok((nonce, ciphertext))
-}
-
-/// XChaCha20-Poly1305 decryption; every failure is the opaque [`CryptoError::Decrypt`].
-pub(crate) fn open_raw(
-    key: &[u8; KEY_LEN],
-    nonce: &[u8; NONCE_LEN],
-    aad: &[u8],
-    ciphertext: &[u8],
-) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
-    xchacha::open(key, nonce, aad, ciphertext)
 }
 
 /// Decodes standard base64 into an exact-size array.
