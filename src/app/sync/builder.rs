@@ -4,13 +4,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::adapters::system::{SystemClock, UuidV7Gen};
+use crate::app::nonces::default_nonce_rng;
 use crate::domain::ids::DeviceId;
 use crate::domain::oplog::{HlcClock, OpAuthor};
 use crate::ports::{Clock, IdGen, Journal, KeyProvider, LeaseCoordinator, Relay};
 
 use super::replay::{blocking, rebuild, Opener};
 use super::{DeviceSync, NonceRng, SyncConfig, SyncError};
-use crate::app::nonces::default_nonce_rng;
 
 /// Builds a [`DeviceSync`]; production defaults for everything but the four ports.
 pub struct DeviceSyncBuilder {

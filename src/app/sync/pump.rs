@@ -80,15 +80,12 @@ impl DeviceSync {
             let cursors = self.journal_cursors().await?;
             let pulled = match ahead.take() {
                 Some(next) if next.cursors == cursors => next.batch().await?,
-                Some(next) => {
-                    // Pulled from cursors the journal did not end up at: only its failure
-                    // counts (every relay call that fails fails the pump).
-                    next.batch().await??;
-                    self.relay
-                        .pull(self.device, &cursors, limit, self.now_ms())
-                        .await
-                }
-                None => {
+                stale => {
+                    if let Some(next) = stale {
+                        // Pulled from cursors the journal did not end up at: only its failure
+                        // counts (every relay call that fails fails the pump).
+                        next.batch().await??;
+                    }
                     self.relay
                         .pull(self.device, &cursors, limit, self.now_ms())
                         .await
