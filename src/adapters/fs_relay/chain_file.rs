@@ -22,8 +22,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::error::{corrupt, io_err, json_problem};
-use super::files::{ensure_dir, is_hidden, sync_dir};
-use super::manifest::Manifest;
+use super::files::{ensure_dir, numbered_files, sync_dir};
+use super::manifest::{BaseFiles, Manifest};
 use crate::adapters::relay_core::{self, HeldChain};
 use crate::domain::ids::{DeviceId, Seq};
 use crate::domain::oplog::{
@@ -88,14 +88,14 @@ impl<'a> ChainFiles<'a> {
         self.dir.join("manifest.json")
     }
 
-    /// The chain's base file (written by gc only).
-    pub(crate) fn base_path(&self) -> PathBuf {
-        self.dir.join("base.json")
+    /// The chain's base files (written by gc only).
+    pub(crate) fn bases(&self) -> BaseFiles {
+        BaseFiles::new(&self.dir)
     }
 
-    /// Reads the manifest, joined with the base file.
+    /// Reads the manifest, joined with the newest base file.
     pub(crate) fn manifest(&self) -> Result<Manifest, RelayError> {
-        Manifest::read(&self.manifest_path(), &self.base_path(), self.device)
+        Manifest::read(&self.manifest_path(), &self.bases(), self.device)
     }
 
     fn log_path(&self, first: u64) -> PathBuf {
@@ -198,31 +198,14 @@ impl<'a> ChainFiles<'a> {
 
     /// Deletes every segment whose ops all lie below `first_kept` (a segment boundary).
     pub(crate) fn delete_segments_below(&self, first_kept: u64) -> Result<(), RelayError> {
-        let entries = fs::read_dir(&self.dir).map_err(io_err("list", &self.dir))?;
-        for entry in entries {
-            let entry = entry.map_err(io_err("list", &self.dir))?;
-            let name = entry.file_name();
-            let Some(name) = name.to_str() else { continue };
-            if is_hidden(name) {
-                continue;
-            }
-            let Some(stem) = name
-                .strip_suffix(".log")
-                .or_else(|| name.strip_suffix(".idx"))
-            else {
-                continue;
-            };
-            let is_segment = stem.len() == 20 && stem.bytes().all(|b| b.is_ascii_digit());
-            match stem.parse::<u64>() {
-                Ok(first) if is_segment && first < first_kept => {
-                    let path = entry.path();
-                    match fs::remove_file(&path) {
-                        Ok(()) => {}
-                        Err(e) if e.kind() == ErrorKind::NotFound => {}
-                        Err(e) => return Err(io_err("remove", &path)(e)),
-                    }
-                }
-                _ => {}
+        let below = numbered_files(&self.dir, &[".log", ".idx"])?
+            .into_iter()
+            .filter(|(first, _)| *first < first_kept);
+        for (_, path) in below {
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err("remove", &path)(e)),
             }
         }
         sync_dir(&self.dir)

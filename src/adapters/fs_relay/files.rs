@@ -6,7 +6,7 @@
 
 use std::fs::{self, File};
 use std::io::{ErrorKind, Read};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
@@ -230,6 +230,48 @@ fn step_err(e: atomic_file::FileStepError) -> RelayError {
 pub(crate) fn is_hidden(name: &str) -> bool {
     name.starts_with('.')
 }
+
+/// The entries of `dir` whose names `parse` accepts, with what it made of them, sorted.
+/// Hidden and temp files are skipped; a missing directory holds none.
+pub(crate) fn list_named<T: Ord>(
+    dir: &Path,
+    parse: impl Fn(&str) -> Option<T>,
+) -> Result<Vec<(T, PathBuf)>, RelayError> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io_err("list", dir)(e)),
+    };
+    let mut found = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(io_err("list", dir))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str().filter(|n| !is_hidden(n)) else {
+            continue;
+        };
+        if let Some(parsed) = parse(name) {
+            found.push((parsed, entry.path()));
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// The files in `dir` named `<number, 20 digits><suffix>` for one of `suffixes` (segments,
+/// their indexes, base files), with their numbers, sorted (see [`list_named`]).
+pub(crate) fn numbered_files(
+    dir: &Path,
+    suffixes: &[&str],
+) -> Result<Vec<(u64, PathBuf)>, RelayError> {
+    list_named(dir, |name| {
+        let stem = suffixes.iter().find_map(|s| name.strip_suffix(s))?;
+        let digits = stem.len() == NUMBER_DIGITS && stem.bytes().all(|b| b.is_ascii_digit());
+        digits.then(|| stem.parse().ok()).flatten()
+    })
+}
+
+/// Width of the number in the names [`numbered_files`] lists.
+pub(crate) const NUMBER_DIGITS: usize = 20;
 
 #[cfg(test)]
 mod tests {

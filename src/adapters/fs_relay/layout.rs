@@ -2,7 +2,7 @@
 //! size for every process sharing it.
 //!
 //! ```text
-//! <dir>/relay.json                 format: {"format":"tandem-fs-relay","version":3,"segment_ops":N}
+//! <dir>/relay.json                 format: {"format":"tandem-fs-relay","version":4,"segment_ops":N}
 //! <dir>/relay.lock                 serialises creation of relay.json
 //! <dir>/roster/<device>.json       one roster entry per device (atomically replaced)
 //! <dir>/roster.lock                serialises roster read-modify-writes
@@ -10,7 +10,8 @@
 //! <dir>/checkpoint.lock            serialises checkpoint puts
 //! <dir>/chains/<device>/lock       the chain's lock: exclusive to push or gc, shared to read
 //! <dir>/chains/<device>/manifest.json   the head: a push's commit point (the device's only)
-//! <dir>/chains/<device>/base.json       the compaction base: gc's commit point (gc's only)
+//! <dir>/chains/<device>/bases/<seq, 20 digits>.json   a compaction base: gc's commit point
+//!                                  (gc's only; one immutable file per base, the newest wins)
 //! <dir>/chains/<device>/<first seq, 20 digits>.log   append-only segment: binary op records
 //! <dir>/chains/<device>/<first seq, 20 digits>.idx   fixed-width index: u64 BE end offsets
 //! ```
@@ -22,22 +23,21 @@
 //!
 //! Version 1 wrote segment records as JSON lines and the checkpoint as one JSON document;
 //! versions 1 and 2 had gc record the compaction base in the manifest, so gc and the chain's
-//! own pushes rewrote one file. An older directory is upgraded in place when opened: its
-//! `relay.json` is rewritten as version 3 (so older builds refuse it instead of misreading
-//! binary records or missing a base file), and its JSON records, JSON checkpoint and manifest
-//! bases are still read.
+//! own pushes rewrote one file; version 3 had every gc rewrite one `base.json` per chain, so
+//! two gcs on machines sharing a synced folder could leave the older base behind. An older
+//! directory is upgraded in place when opened: its `relay.json` is rewritten as version 4 (so
+//! older builds refuse it instead of misreading binary records or missing a base file), and
+//! its JSON records, JSON checkpoint, manifest bases and `base.json` files are still read.
 //!
 //! Segment `k` holds seqs `k * segment_ops ..= (k + 1) * segment_ops - 1`, so the segment and
 //! index slot of any seq are computed, never searched for.
 
-use std::fs;
-use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::error::{corrupt, io_err, json_problem, FsRelayError};
-use super::files::{ensure_dir, is_hidden, read_checked, write_checked};
+use super::error::{corrupt, json_problem, FsRelayError};
+use super::files::{ensure_dir, list_named, read_checked, write_checked};
 use super::lock::FileLock;
 use crate::domain::ids::DeviceId;
 use crate::ports::RelayError;
@@ -45,10 +45,10 @@ use crate::ports::RelayError;
 /// The format name written into `relay.json`.
 const FORMAT_NAME: &str = "tandem-fs-relay";
 /// The on-disk format version this code writes.
-const FORMAT_VERSION: u32 = 3;
+const FORMAT_VERSION: u32 = 4;
 /// The older versions this code reads (and upgrades when opened): 1 wrote JSON records, 2
-/// kept the compaction base in the manifest.
-const OLDER_VERSIONS: [u32; 2] = [1, 2];
+/// kept the compaction base in the manifest, 3 in one `base.json` per chain.
+const OLDER_VERSIONS: [u32; 3] = [1, 2, 3];
 /// The largest segment size accepted from a format file.
 pub(crate) const MAX_SEGMENT_OPS: u64 = 1 << 20;
 
@@ -114,7 +114,8 @@ impl Layout {
             tracing::info!(
                 relay = %root.display(),
                 from = format.version,
-                "upgraded the relay directory to format 3"
+                to = FORMAT_VERSION,
+                "upgraded the relay directory's format"
             );
             return Ok((layout, upgraded.segment_ops));
         }
@@ -158,28 +159,11 @@ impl Layout {
 /// The devices named by the entries of `dir` (`<device><suffix>`), sorted. Hidden and temp
 /// files, and names that are not exactly a device id in canonical form, are skipped.
 pub(crate) fn devices_in(dir: &Path, suffix: &str) -> Result<Vec<DeviceId>, RelayError> {
-    let entries = match fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(io_err("list", dir)(e)),
-    };
-    let mut devices = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(io_err("list", dir))?;
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
-        if is_hidden(name) {
-            continue;
-        }
-        let Some(stem) = name.strip_suffix(suffix) else {
-            continue;
-        };
-        if let Ok(device) = DeviceId::parse(stem) {
-            if device.to_string() == stem {
-                devices.push(device);
-            }
-        }
-    }
-    devices.sort();
-    Ok(devices)
+    let listed = list_named(dir, |name| {
+        let stem = name.strip_suffix(suffix)?;
+        DeviceId::parse(stem)
+            .ok()
+            .filter(|device| device.to_string() == stem)
+    })?;
+    Ok(listed.into_iter().map(|(device, _)| device).collect())
 }

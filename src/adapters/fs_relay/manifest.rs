@@ -1,22 +1,28 @@
-//! A chain's commit points, kept in two files so that no file ever has two writers:
+//! A chain's commit points, kept in files that never have two writers:
 //!
 //! - `manifest.json`, written only by pushes of the chain's own device: the head (bytes past
 //!   it in the segments are a torn tail), and the compaction base as that device last read it.
-//! - `base.json`, written only by gc: the last op gc deleted (segments below the first stored
-//!   seq are garbage).
+//! - `bases/<seq>.json`, written only by gc, one immutable file per compaction base (the last
+//!   op gc deleted; segments below the first stored seq are garbage). A base file is named by
+//!   its seq and its bytes follow from the op alone, so two gcs recording the same base write
+//!   identical files, and two gcs recording different bases write different files: a sync
+//!   keeps both, and the newest wins. gc removes the base files its new base supersedes.
 //!
-//! A reader joins the two: the newer base wins, and a manifest whose head is behind the base
-//! file has not caught up yet (a synced folder delivers files in any order), so the chain is
-//! read as ending at the base until it does. On a folder synced between machines, one
-//! machine's gc and the owner's pushes on another therefore never rewrite the same file.
-//! Format-2 relays kept the base in the manifest only; it is still read.
+//! A reader joins the manifest with the newest base file: the newer base wins, and a manifest
+//! whose head is behind the base file has not caught up yet (a synced folder delivers files in
+//! any order), so the chain is read as ending at the base until it does. On a folder synced
+//! between machines, gc on one machine and the owner's pushes on another therefore never
+//! rewrite the same file, and neither do two gcs. Format-2 relays kept the base in the
+//! manifest only, and format-3 relays in a single `base.json`; both are still read.
 
-use std::path::Path;
+use std::fs;
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::error::{corrupt, json_problem};
-use super::files::{read_checked, write_checked};
+use super::error::{corrupt, io_err, json_problem};
+use super::files::{numbered_files, read_checked, sync_dir, write_checked, NUMBER_DIGITS};
 use crate::adapters::relay_core;
 use crate::domain::ids::{DeviceId, Seq};
 use crate::domain::oplog::ChainHead;
@@ -56,11 +62,11 @@ impl Manifest {
         relay_core::next_seq(self.head)
     }
 
-    /// Reads and checks the manifest at `path` and joins the base file at `base_path` (see the
-    /// module docs); absent files are an empty chain and no gc yet.
+    /// Reads and checks the manifest at `path` and joins the newest of `bases` (see the module
+    /// docs); absent files are an empty chain and no gc yet.
     pub(crate) fn read(
         path: &Path,
-        base_path: &Path,
+        bases: &BaseFiles,
         device: DeviceId,
     ) -> Result<Self, RelayError> {
         let mut manifest = match read_checked(path)? {
@@ -72,15 +78,10 @@ impl Manifest {
             }
             None => Self::empty(device),
         };
-        if let Some(bytes) = read_checked(base_path)? {
-            let file: BaseFile =
-                serde_json::from_slice(&bytes).map_err(|e| corrupt(base_path, json_problem(&e)))?;
-            if file.device != device || file.base.hlc.device != device {
-                return Err(corrupt(base_path, "the base file names another device"));
-            }
+        for (base, file) in bases.newest(device)? {
             manifest
-                .join_base(file.base)
-                .map_err(|what| corrupt(base_path, what))?;
+                .join_base(base)
+                .map_err(|what| corrupt(&file, what))?;
         }
         Ok(manifest)
     }
@@ -88,17 +89,6 @@ impl Manifest {
     /// Replaces the manifest at `path` atomically. Only the chain's own pushes call this.
     pub(crate) fn write(&self, path: &Path) -> Result<(), RelayError> {
         let bytes = serde_json::to_vec(self).map_err(|e| corrupt(path, json_problem(&e)))?;
-        write_checked(path, &bytes)
-    }
-
-    /// Replaces the base file at `path` atomically with `base`. Only gc calls this.
-    pub(crate) fn write_base(
-        path: &Path,
-        device: DeviceId,
-        base: ChainHead,
-    ) -> Result<(), RelayError> {
-        let file = BaseFile { device, base };
-        let bytes = serde_json::to_vec(&file).map_err(|e| corrupt(path, json_problem(&e)))?;
         write_checked(path, &bytes)
     }
 
@@ -145,7 +135,7 @@ impl Manifest {
     }
 }
 
-/// The form of `base.json`.
+/// The form of a base file.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct BaseFile {
@@ -153,4 +143,103 @@ struct BaseFile {
     device: DeviceId,
     /// The last op deleted by gc.
     base: ChainHead,
+}
+
+/// A chain's base files: `bases/<seq, 20 digits>.json`, and the single `base.json` of format 3.
+#[derive(Debug)]
+pub(crate) struct BaseFiles {
+    chain: PathBuf,
+    dir: PathBuf,
+    legacy: PathBuf,
+}
+
+impl BaseFiles {
+    /// The base files of the chain stored in `chain_dir`.
+    pub(crate) fn new(chain_dir: &Path) -> Self {
+        Self {
+            chain: chain_dir.to_path_buf(),
+            dir: chain_dir.join("bases"),
+            legacy: chain_dir.join("base.json"),
+        }
+    }
+
+    /// The file recording a base at `seq`.
+    fn path(&self, seq: Seq) -> PathBuf {
+        self.dir
+            .join(format!("{:0width$}.json", seq.get(), width = NUMBER_DIGITS))
+    }
+
+    /// Records `base` in a file of its own. Only gc calls this; a file already there for the
+    /// same seq holds the same bytes (the chain has one op per seq).
+    pub(crate) fn write(&self, device: DeviceId, base: ChainHead) -> Result<(), RelayError> {
+        match fs::create_dir(&self.dir) {
+            // The new directory's entry must survive a crash with the file in it.
+            Ok(()) => sync_dir(&self.chain)?,
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io_err("create directory", &self.dir)(e)),
+        }
+        let path = self.path(base.seq);
+        let file = BaseFile { device, base };
+        let bytes = serde_json::to_vec(&file).map_err(|e| corrupt(&path, json_problem(&e)))?;
+        write_checked(&path, &bytes)
+    }
+
+    /// Removes the base files older than `seq` (and format 3's `base.json`, which a base at
+    /// `seq` supersedes), once a base at `seq` is recorded. The removals are not synced: a
+    /// superseded file that comes back after a crash is read and loses to the newer one.
+    pub(crate) fn remove_older_than(&self, seq: Seq) -> Result<(), RelayError> {
+        let older = self.listed()?.into_iter().filter(|(s, _)| *s < seq);
+        for path in older
+            .map(|(_, path)| path)
+            .chain(std::iter::once(self.legacy.clone()))
+        {
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err("remove", &path)(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// The newest base recorded in `bases/` (a file listed but gone by the time it is read,
+    /// as a synced folder may do, gives way to the next newest) and the one in format 3's
+    /// `base.json`, each with its file. Each is checked: a digest that does not match, another
+    /// device, or a name that is not the base's own seq is [`RelayError::Corrupt`].
+    fn newest(&self, device: DeviceId) -> Result<Vec<(ChainHead, PathBuf)>, RelayError> {
+        let mut found = Vec::with_capacity(2);
+        let mut listed = self.listed()?;
+        while let Some((seq, path)) = listed.pop() {
+            if let Some(base) = read_base(&path, device)? {
+                if base.seq != seq {
+                    return Err(corrupt(&path, "the base file's name is not its base's seq"));
+                }
+                found.push((base, path));
+                break;
+            }
+        }
+        if let Some(base) = read_base(&self.legacy, device)? {
+            found.push((base, self.legacy.clone()));
+        }
+        Ok(found)
+    }
+
+    /// The files in `bases/` named as base files, oldest first.
+    fn listed(&self) -> Result<Vec<(Seq, PathBuf)>, RelayError> {
+        let listed = numbered_files(&self.dir, &[".json"])?;
+        Ok(listed.into_iter().map(|(n, p)| (Seq::new(n), p)).collect())
+    }
+}
+
+/// Reads the base file at `path`; `None` if it does not exist.
+fn read_base(path: &Path, device: DeviceId) -> Result<Option<ChainHead>, RelayError> {
+    let Some(bytes) = read_checked(path)? else {
+        return Ok(None);
+    };
+    let file: BaseFile =
+        serde_json::from_slice(&bytes).map_err(|e| corrupt(path, json_problem(&e)))?;
+    if file.device != device || file.base.hlc.device != device {
+        return Err(corrupt(path, "the base file names another device"));
+    }
+    Ok(Some(file.base))
 }

@@ -12,8 +12,8 @@
 //! - **Atomic commit points per chain.** A push appends and fsyncs the segment and its
 //!   index, then replaces the chain's small manifest (temp write, fsync, rename, fsync of the
 //!   directory). Bytes past the manifest's head are a torn tail from a crash: never served,
-//!   and truncated by the next push. gc records the compaction base in a file of its own, so
-//!   the manifest has one writer: the chain's device.
+//!   and truncated by the next push. gc records each compaction base in an immutable file of
+//!   its own, named by the base's seq, so the manifest has one writer: the chain's device.
 //! - **Small files for the rest.** One roster file per device and one checkpoint file, each
 //!   replaced atomically and carrying a digest of its content, so concurrent acks of
 //!   different devices never collide and any damage is caught on read.
@@ -33,13 +33,12 @@
 //!
 //! Locks coordinate processes on one host. On a folder synced between machines there is no
 //! shared lock, and no file needs one: each device writes only its own chain and roster
-//! entry, and gc writes only base files and deletes whole segments below a base, which no push
-//! touches again. A reader whose copy of a manifest is older than the base file reads the chain
-//! as ending at the base until the manifest arrives. Two machines running gc at the same
-//! moment may each write a chain's base file; if the sync keeps the older one, pulls past it
-//! end early (the segments are gone) until a later gc, with a checkpoint past those segments,
-//! records a newer base, so running gc from one device is still the smoother choice.
-//! Concurrent checkpoint puts from two machines leave one of the (verified) checkpoints.
+//! entry, and gc writes only new base files and deletes whole segments below a base (and base
+//! files a newer one supersedes), which no push touches again. A reader whose copy of a
+//! manifest is older than the newest base file reads the chain as ending at the base until the
+//! manifest arrives. Two machines running gc at the same moment write either the same bytes
+//! to one base file or two different base files; the sync keeps both and the newer base
+//! wins. Concurrent checkpoint puts from two machines leave one of the (verified) checkpoints.
 //!
 //! Every call runs on tokio's blocking pool; [`FsRelay::open`] itself blocks briefly.
 
@@ -215,6 +214,8 @@ impl Relay for FsRelay {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::{FsRelay, FsRelayOptions};
 
     /// A relay in a temp dir that lives as long as the relay.
@@ -250,6 +251,8 @@ mod tests {
         relay.push(a, &chain(a, 3, 1_000), 1).await.expect("push");
         let chain_dir = relay.dir().join("chains").join(a.to_string());
         let roster_dir = relay.dir().join("roster");
+        let bases_dir = chain_dir.join("bases");
+        std::fs::create_dir(&bases_dir).expect("bases dir");
         let temp = |dir: &std::path::Path, name: &str, age_s: u64| {
             let path = dir.join(name);
             let file = std::fs::File::create(&path).expect("create");
@@ -261,6 +264,7 @@ mod tests {
             temp(relay.dir(), ".tmp-checkpoint-1-0", 7_200),
             temp(&roster_dir, ".tmp-roster-1-0", 7_200),
             temp(&chain_dir, ".tmp-manifest-1-0", 7_200),
+            temp(&bases_dir, ".tmp-00000000000000000003.json-1-0", 7_200),
         ];
         let young = temp(&chain_dir, ".tmp-manifest-2-0", 10);
         let other = temp(&chain_dir, ".keep", 7_200);
@@ -314,7 +318,7 @@ mod tests {
         write_checked(&format, old.as_bytes()).expect("format file");
         let again = FsRelay::open(relay.dir()).expect("reopen");
         let body = read_checked(&format).expect("read").expect("present");
-        assert!(String::from_utf8(body).unwrap().contains(r#""version":3"#));
+        assert!(String::from_utf8(body).unwrap().contains(r#""version":4"#));
         again
     }
 
@@ -356,11 +360,20 @@ mod tests {
         assert!(second.contains(&crate::domain::oplog::OP_FORMAT));
     }
 
-    #[tokio::test]
-    async fn a_format_2_directory_keeps_the_base_its_manifest_records() {
-        use super::manifest::Manifest;
+    fn base_file(chain_dir: &Path, seq: u64) -> std::path::PathBuf {
+        chain_dir.join("bases").join(format!("{seq:020}.json"))
+    }
+
+    /// A relay holding 5 of the 9 ops of device 1's chain, then compacted to seq 1 by an older
+    /// format's gc: `record_base` writes that format's record of the base into the chain's
+    /// directory, segment 0 goes, and the directory is reopened as `version`. Checks that the
+    /// base is read, then that a gc now records a newer base in a base file of its own, which
+    /// wins; returns the chain's directory.
+    async fn an_older_base_is_read_then_superseded(
+        version: u32,
+        record_base: impl FnOnce(&Path, &[crate::domain::oplog::OpRecord]),
+    ) -> (TempRelay, std::path::PathBuf) {
         use crate::domain::ids::Seq;
-        use crate::domain::oplog::ChainHead;
         use crate::ports::conformance::relay::{chain, checkpoint, device, frontier_of};
         use crate::ports::{PullBatch, PullCursors, Relay, RelayError};
         let relay = temp_relay();
@@ -368,46 +381,88 @@ mod tests {
         let ops = chain(a, 9, 1_000);
         relay.register(a, 1).await.expect("register");
         relay.push(a, &ops[..5], 1).await.expect("push");
-        // A format-2 relay after a gc to seq 1: the base in the manifest, no base file.
         let chain_dir = relay.dir().join("chains").join(a.to_string());
-        let manifest = Manifest {
-            device: a,
-            base: Some(ChainHead::of(&ops[1])),
-            head: Some(ChainHead::of(&ops[4])),
-        };
-        manifest
-            .write(&chain_dir.join("manifest.json"))
-            .expect("manifest");
+        record_base(&chain_dir, &ops);
         std::fs::remove_file(chain_dir.join("00000000000000000000.log")).expect("segment");
-        let again = reopen_as_format(&relay, 2);
+        let again = reopen_as_format(&relay, version);
+        let from = |seq: u64| [(a, Seq::new(seq))].into_iter().collect::<PullCursors>();
         let compacted_at = |r: Result<PullBatch, RelayError>| match r {
             Err(RelayError::Compacted {
                 first_available, ..
             }) => Some(first_available.get()),
             _ => None,
         };
-        let everything = PullCursors::new();
-        assert_eq!(
-            compacted_at(again.pull(a, &everything, 10, 2).await),
-            Some(2)
-        );
-        let past_base = [(a, Seq::new(2))].into_iter().collect::<PullCursors>();
-        let batch = again.pull(a, &past_base, 10, 2).await.expect("pull");
+        assert_eq!(compacted_at(again.pull(a, &from(0), 10, 2).await), Some(2));
+        let batch = again.pull(a, &from(2), 10, 2).await.expect("pull");
         assert_eq!(batch.ops.get(&a).map(Vec::as_slice), Some(&ops[2..5]));
 
-        // A format-3 gc records a newer base in the base file; the newer base wins.
         assert_eq!(again.push(a, &ops[5..], 3).await.expect("push").accepted, 4);
         again.ack(a, &frontier_of(&[&ops]), 3).await.expect("ack");
         let covered = checkpoint(&[&ops[..6]]);
         again.put_checkpoint(&covered).await.expect("checkpoint");
         assert_eq!(again.gc(3, 1_000).await.expect("gc").deleted, 4);
-        assert!(chain_dir.join("base.json").exists());
-        assert_eq!(
-            compacted_at(again.pull(a, &past_base, 10, 4).await),
-            Some(6)
-        );
-        let from_six = [(a, Seq::new(6))].into_iter().collect::<PullCursors>();
-        let batch = again.pull(a, &from_six, 10, 4).await.expect("pull");
+        assert!(base_file(&chain_dir, 5).exists());
+        assert_eq!(compacted_at(again.pull(a, &from(2), 10, 4).await), Some(6));
+        let batch = again.pull(a, &from(6), 10, 4).await.expect("pull");
         assert_eq!(batch.ops.get(&a).map(Vec::as_slice), Some(&ops[6..]));
+        (relay, chain_dir)
+    }
+
+    #[tokio::test]
+    async fn a_format_2_directory_keeps_the_base_its_manifest_records() {
+        use super::manifest::Manifest;
+        use crate::domain::oplog::ChainHead;
+        // Format 2 kept the base in the manifest, and had no base files.
+        an_older_base_is_read_then_superseded(2, |chain_dir, ops| {
+            let manifest = Manifest {
+                device: ops[0].device(),
+                base: Some(ChainHead::of(&ops[1])),
+                head: Some(ChainHead::of(&ops[4])),
+            };
+            manifest
+                .write(&chain_dir.join("manifest.json"))
+                .expect("manifest");
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_format_3_base_file_is_read_then_superseded_and_removed() {
+        use super::manifest::BaseFiles;
+        use crate::domain::oplog::ChainHead;
+        // Format 3 kept the base in the chain's one `base.json`, with the body a base file has.
+        let (_relay, chain_dir) = an_older_base_is_read_then_superseded(3, |chain_dir, ops| {
+            BaseFiles::new(chain_dir)
+                .write(ops[0].device(), ChainHead::of(&ops[1]))
+                .expect("base");
+            std::fs::rename(base_file(chain_dir, 1), chain_dir.join("base.json")).expect("move");
+            std::fs::remove_dir(chain_dir.join("bases")).expect("bases dir");
+        })
+        .await;
+        assert!(!chain_dir.join("base.json").exists());
+    }
+
+    #[tokio::test]
+    async fn a_base_file_named_for_another_seq_is_refused() {
+        use crate::ports::conformance::relay::{chain, checkpoint, device, frontier_of};
+        use crate::ports::{PullCursors, Relay, RelayError};
+        let relay = temp_relay();
+        let a = device(1);
+        let ops = chain(a, 6, 1_000);
+        relay.register(a, 1).await.expect("register");
+        relay.push(a, &ops, 1).await.expect("push");
+        relay.ack(a, &frontier_of(&[&ops]), 1).await.expect("ack");
+        relay
+            .put_checkpoint(&checkpoint(&[&ops[..4]]))
+            .await
+            .expect("checkpoint");
+        relay.gc(1, 1_000).await.expect("gc");
+        let chain_dir = relay.dir().join("chains").join(a.to_string());
+        std::fs::rename(base_file(&chain_dir, 3), base_file(&chain_dir, 7)).expect("rename");
+        let pulled = relay.pull(a, &PullCursors::new(), 10, 2).await;
+        assert!(
+            matches!(&pulled, Err(RelayError::Corrupt(what)) if what.contains("seq")),
+            "{pulled:?}"
+        );
     }
 }

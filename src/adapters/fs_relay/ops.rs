@@ -30,10 +30,12 @@ impl Inner {
     /// Opens (creating if needed) the relay in `dir`.
     pub(crate) fn open(dir: &Path, segment_ops: u64) -> Result<Self, RelayError> {
         let (layout, segment_ops) = Layout::create(dir, segment_ops)?;
-        // Temp files a crash left mid-write (roster entries, manifests, the checkpoint).
+        // Temp files a crash left mid-write (roster entries, manifests, base files, the
+        // checkpoint).
         let chains = devices_in(&layout.chains_dir(), "")?
             .into_iter()
-            .map(|device| layout.chain_dir(device));
+            .map(|device| layout.chain_dir(device))
+            .flat_map(|dir| [dir.join("bases"), dir]);
         let removed: usize = [layout.root().to_path_buf(), layout.roster_dir()]
             .into_iter()
             .chain(chains)
@@ -244,12 +246,13 @@ impl Inner {
         let ops = files.read_verified(&manifest, new_base, span)?;
         match (ops.first(), ops.last()) {
             (Some(base), Some(last)) if ops.len() == span && last.op_id() == cut.op_id => {
-                // The base file, not the manifest: only the chain's own device writes that.
-                Manifest::write_base(&files.base_path(), device, ChainHead::of(base))?;
+                // A base file, not the manifest: only the chain's own device writes that.
+                files.bases().write(device, ChainHead::of(base))?;
             }
             _ => return Ok(None),
         }
         files.delete_segments_below(first_kept)?;
+        files.bases().remove_older_than(new_base)?;
         let deleted = usize::try_from(first_kept - first).unwrap_or(usize::MAX);
         Ok(Some((deleted, Seq::new(first_kept))))
     }

@@ -65,9 +65,11 @@ pub fn manifest(root: &Path, device: DeviceId) -> PathBuf {
     chain_dir(root, device).join("manifest.json")
 }
 
-/// `device`'s chain base file (written by gc).
-pub fn base_file(root: &Path, device: DeviceId) -> PathBuf {
-    chain_dir(root, device).join("base.json")
+/// The file recording a compaction base at `seq` on `device`'s chain (written by gc).
+pub fn base_file(root: &Path, device: DeviceId, seq: u64) -> PathBuf {
+    chain_dir(root, device)
+        .join("bases")
+        .join(format!("{seq:020}.json"))
 }
 
 /// `device`'s roster entry.

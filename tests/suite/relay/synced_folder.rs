@@ -1,10 +1,10 @@
 //! A relay folder synced between machines, where no lock is shared: copies of one directory
 //! change on different machines and are merged file by file, as a sync tool would. gc on one
 //! machine and the chain's own pushes on another must never change the same file, a copy that
-//! has the base file but an older manifest must read as ending at the base, and a copy that
-//! has gc's deletions but not yet its base file must still take the owner's pushes (and serve
-//! nothing unverified until the base file arrives). Two gcs at once, where the sync keeps the
-//! older base file, hold pulls past it until a later gc passes the deleted segments.
+//! has a base file but an older manifest must read as ending at the base, and a copy that has
+//! gc's deletions but not yet its base file must still take the owner's pushes (and serve
+//! nothing unverified until the base file arrives). Two gcs at once write different base
+//! files, or the same bytes to one: the sync keeps both bases and the newer one wins.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -131,7 +131,7 @@ async fn gc_on_one_machine_and_pushes_on_another_change_no_common_file() {
     let common: BTreeSet<_> = by_x.keys().filter(|p| by_y.contains_key(*p)).collect();
     assert!(common.is_empty(), "both machines changed {common:?}");
     assert!(
-        by_x.contains_key(&relative_base(f.a)),
+        by_x.contains_key(&relative_base(f.a, 3)),
         "gc wrote no base file"
     );
 
@@ -165,8 +165,9 @@ async fn gc_on_one_machine_and_pushes_on_another_change_no_common_file() {
     }
 }
 
-fn relative_base(device: DeviceId) -> PathBuf {
-    base_file(Path::new(""), device)
+/// The path, relative to the relay folder, of the base file at `seq` on `device`'s chain.
+fn relative_base(device: DeviceId, seq: u64) -> PathBuf {
+    base_file(Path::new(""), device, seq)
 }
 
 #[tokio::test]
@@ -221,7 +222,7 @@ async fn the_owner_pushes_on_a_copy_with_gcs_deletions_but_not_its_base_file() {
     let report = elsewhere.relay(SEGMENT).gc(20, 1_000).await.expect("gc");
     assert!(report.deleted > 0);
     let mut arrived = changes(root, elsewhere.path());
-    let late: BTreeMap<_, _> = [relative_base(f.a), relative_base(f.b)]
+    let late: BTreeMap<_, _> = [relative_base(f.a, 3), relative_base(f.b, 1)]
         .into_iter()
         .map(|path| {
             let bytes = arrived.remove(&path).expect("a base file");
@@ -255,7 +256,7 @@ async fn the_owner_pushes_on_a_copy_with_gcs_deletions_but_not_its_base_file() {
 }
 
 #[tokio::test]
-async fn an_older_base_file_kept_by_the_sync_holds_pulls_until_a_later_gc_passes_it() {
+async fn two_gcs_at_once_leave_both_bases_and_the_newer_one_wins() {
     let f = fixture().await;
     // Machine X collects with the fixture's checkpoint (`a` up to seq 3); machine Z, at the
     // same moment, with an older one (`a` and `b` up to seq 1).
@@ -266,43 +267,68 @@ async fn an_older_base_file_kept_by_the_sync_holds_pulls_until_a_later_gc_passes
     let older = checkpoint(&[&f.ops_a[..2], &f.ops_b[..2]]);
     on_z.put_checkpoint(&older).await.expect("older checkpoint");
     on_z.gc(20, 1_000).await.expect("gc on Z");
-    // The sync keeps X's checkpoint but Z's base files; both machines' deletions apply.
-    let mut by_z = changes(f.dir.path(), z.path());
+    let (by_x, mut by_z) = (
+        changes(f.dir.path(), x.path()),
+        changes(f.dir.path(), z.path()),
+    );
+    // Where both recorded a base, they wrote the same bytes; elsewhere, different files.
+    let common: Vec<_> = by_x.keys().filter(|p| by_z.contains_key(*p)).collect();
+    for path in &common {
+        assert_eq!(by_x[*path], by_z[*path], "{}", path.display());
+    }
+    assert!(common.contains(&&relative_base(f.b, 1)));
+    assert!(by_x.contains_key(&relative_base(f.a, 3)) && by_z.contains_key(&relative_base(f.a, 1)));
+
+    // The sync keeps X's checkpoint and everything else from both, in either order.
     by_z.remove(&checkpoint_file(Path::new("")));
-    let merged = machine(f.dir.path());
-    deliver(merged.path(), &changes(f.dir.path(), x.path()));
-    deliver(merged.path(), &by_z);
+    for order in [[&by_x, &by_z], [&by_z, &by_x]] {
+        let merged = machine(f.dir.path());
+        for changes in order {
+            deliver(merged.path(), changes);
+        }
+        let root = merged.path();
+        assert!(base_file(root, f.a, 1).exists() && base_file(root, f.a, 3).exists());
 
-    // Pulls past Z's base find their linking op gone: they end early, serving nothing.
-    let relay = FsRelay::open(merged.path()).expect("open merged");
-    for from in [2, 4] {
+        // Pulls go on past the newer base at once.
+        let relay = FsRelay::open(root).expect("open merged");
         let batch = relay
-            .pull(device(99), &cursors(&[(f.a, from), (f.b, 2)]), 100, 30)
-            .await;
-        assert_eq!(batch.expect("pull").ops.get(&f.a), None, "from seq {from}");
-    }
+            .pull(device(99), &cursors(&[(f.a, 4), (f.b, 2)]), 100, 30)
+            .await
+            .expect("pull past the bases");
+        assert_eq!(batch.ops.get(&f.a).map(Vec::as_slice), Some(&f.ops_a[4..6]));
+        assert_eq!(batch.ops.get(&f.b).map(Vec::as_slice), Some(&f.ops_b[2..]));
+        assert!(matches!(
+            relay.pull(device(99), &cursors(&[(f.a, 2)]), 100, 30).await,
+            Err(RelayError::Compacted { device, first_available })
+                if device == f.a && first_available.get() == 4
+        ));
 
-    // `a` goes on; a later checkpoint moves gc past the deleted segments and the base heals.
-    let pushed = relay.push(f.a, &f.ops_a[6..8], 30).await.expect("push");
-    assert_eq!(pushed.accepted, 2);
-    let everything = frontier_of(&[&f.ops_a[..8], &f.ops_b]);
-    for d in [f.a, f.b] {
-        relay.ack(d, &everything, 30).await.expect("ack");
+        // A later gc records a newer base and removes the ones it supersedes.
+        let pushed = relay.push(f.a, &f.ops_a[6..8], 30).await.expect("push");
+        assert_eq!(pushed.accepted, 2);
+        let everything = frontier_of(&[&f.ops_a[..8], &f.ops_b]);
+        for d in [f.a, f.b] {
+            relay.ack(d, &everything, 30).await.expect("ack");
+        }
+        let later = checkpoint(&[&f.ops_a[..6], &f.ops_b]);
+        relay
+            .put_checkpoint(&later)
+            .await
+            .expect("later checkpoint");
+        relay.gc(30, 1_000).await.expect("gc");
+        assert!(base_file(root, f.a, 5).exists());
+        assert!(!base_file(root, f.a, 1).exists() && !base_file(root, f.a, 3).exists());
+        let batch = relay
+            .pull(device(99), &cursors(&[(f.a, 6), (f.b, 2)]), 100, 30)
+            .await;
+        assert_eq!(
+            batch.expect("pull").ops.get(&f.a).map(Vec::as_slice),
+            Some(&f.ops_a[6..8])
+        );
+        assert!(matches!(
+            relay.pull(device(99), &cursors(&[(f.a, 4)]), 100, 30).await,
+            Err(RelayError::Compacted { device, first_available })
+                if device == f.a && first_available.get() == 6
+        ));
     }
-    let later = checkpoint(&[&f.ops_a[..6], &f.ops_b]);
-    relay
-        .put_checkpoint(&later)
-        .await
-        .expect("later checkpoint");
-    relay.gc(30, 1_000).await.expect("gc");
-    let batch = relay
-        .pull(device(99), &cursors(&[(f.a, 6), (f.b, 2)]), 100, 30)
-        .await;
-    let batch = batch.expect("pull");
-    assert_eq!(batch.ops.get(&f.a).map(Vec::as_slice), Some(&f.ops_a[6..8]));
-    assert!(matches!(
-        relay.pull(device(99), &cursors(&[(f.a, 2)]), 100, 30).await,
-        Err(RelayError::Compacted { device, first_available })
-            if device == f.a && first_available.get() == 6
-    ));
 }

@@ -288,7 +288,7 @@ fn every_bit_flip_and_truncation_of_a_base_file_is_refused() {
             "gc deleted segment 0 and wrote the base file"
         );
 
-        let path = base_file(dir.path(), a);
+        let path = base_file(dir.path(), a, 1);
         let bytes = pristine(&path);
         let target = relative(dir.path(), &path);
         let work = Workspace::new(dir.path());
