@@ -50,20 +50,7 @@ macro_rules! __journal_clauses {
 #[macro_export]
 macro_rules! journal_conformance_tests {
     ($name:ident, $factory:expr) => {
-        mod $name {
-            #[allow(unused_imports)]
-            use super::*;
-            macro_rules! clause {
-                ($clause:ident) => {
-                    #[test]
-                    fn $clause() {
-                        let fixture = ($factory)();
-                        $crate::ports::conformance::journal::$clause(&*fixture);
-                    }
-                };
-            }
-            $crate::__journal_clauses!(clause);
-        }
+        $crate::__deref_fixture_conformance_tests!($name, $factory, journal, __journal_clauses);
     };
 }
 

@@ -43,20 +43,7 @@ macro_rules! __key_provider_clauses {
 #[macro_export]
 macro_rules! key_provider_conformance_tests {
     ($name:ident, $factory:expr) => {
-        mod $name {
-            #[allow(unused_imports)]
-            use super::*;
-            macro_rules! clause {
-                ($clause:ident) => {
-                    #[test]
-                    fn $clause() {
-                        let fixture = ($factory)();
-                        $crate::ports::conformance::keys::$clause(&*fixture);
-                    }
-                };
-            }
-            $crate::__key_provider_clauses!(clause);
-        }
+        $crate::__deref_fixture_conformance_tests!($name, $factory, keys, __key_provider_clauses);
     };
 }
 

@@ -5,3 +5,27 @@ pub mod lease;
 pub mod relay;
 pub mod session_metadata;
 pub mod store;
+
+/// The body of the synchronous suites' `*_conformance_tests!` macros: a test module `$name`
+/// with one `#[test]` per clause listed by `$clauses`, each calling
+/// `conformance::$module::<clause>` on a fresh fixture from `$factory`, dereferenced.
+#[macro_export]
+#[doc(hidden)]
+macro_rules! __deref_fixture_conformance_tests {
+    ($name:ident, $factory:expr, $module:ident, $clauses:ident) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            macro_rules! clause {
+                ($clause:ident) => {
+                    #[test]
+                    fn $clause() {
+                        let fixture = ($factory)();
+                        $crate::ports::conformance::$module::$clause(&*fixture);
+                    }
+                };
+            }
+            $crate::$clauses!(clause);
+        }
+    };
+}

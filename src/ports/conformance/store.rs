@@ -51,20 +51,7 @@ macro_rules! __store_clauses {
 #[macro_export]
 macro_rules! store_conformance_tests {
     ($name:ident, $factory:expr) => {
-        mod $name {
-            #[allow(unused_imports)]
-            use super::*;
-            macro_rules! clause {
-                ($clause:ident) => {
-                    #[test]
-                    fn $clause() {
-                        let fixture = ($factory)();
-                        $crate::ports::conformance::store::$clause(&*fixture);
-                    }
-                };
-            }
-            $crate::__store_clauses!(clause);
-        }
+        $crate::__deref_fixture_conformance_tests!($name, $factory, store, __store_clauses);
     };
 }
 
