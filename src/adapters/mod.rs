@@ -1,6 +1,7 @@
 //! Adapters: concrete technologies behind the ports. Only the app and the binary name them.
 
 pub(crate) mod atomic_file;
+pub mod faults;
 pub mod fs_relay;
 pub mod keys;
 pub mod memory;

@@ -422,11 +422,11 @@ async fn blocking<T: Send + 'static>(
 #[cfg(test)]
 mod tests {
     use std::path::Path;
-    use std::sync::atomic::{AtomicBool, Ordering};
 
     use uuid::Uuid;
 
     use super::*;
+    use crate::adapters::faults::CursorFaults;
     use crate::adapters::keys::StaticKeyProvider;
     use crate::adapters::memory::{InMemoryLeaseCoordinator, MemoryRelay};
     use crate::adapters::sqlite::{SqliteJournal, SqliteOptions, SqliteStore};
@@ -435,63 +435,10 @@ mod tests {
     use crate::domain::crypto::{KeyEpoch, SessionKey};
     use crate::domain::ids::DeviceId;
     use crate::domain::oplog::ResumeMessage;
-    use crate::domain::{DeviceId as Device, NewMessage, Role, Seq, SessionId};
-    use crate::ports::{Journal, KeyProvider, LeaseCoordinator, Relay, StoreContents, WriteBatch};
+    use crate::domain::{NewMessage, Role};
+    use crate::ports::{Journal, KeyProvider, LeaseCoordinator, Relay};
 
     const T0: i64 = 1_700_000_000_000;
-
-    /// A store whose cursor advance can be made to fail once, after nothing else changed:
-    /// what a crash between the journal commit and the cursor advance leaves behind.
-    #[derive(Debug)]
-    struct FlakyCursor {
-        inner: Arc<SqliteStore>,
-        fail_next_advance: AtomicBool,
-    }
-
-    impl Store for FlakyCursor {
-        fn load(&self) -> Result<StoreContents, StoreError> {
-            self.inner.load()
-        }
-        fn commit(&self, batch: &WriteBatch) -> Result<Vec<EffectRecord>, StoreError> {
-            self.inner.commit(batch)
-        }
-        fn messages_after(
-            &self,
-            session: SessionId,
-            after: Seq,
-            limit: usize,
-        ) -> Result<Vec<Message>, StoreError> {
-            self.inner.messages_after(session, after, limit)
-        }
-        fn message(&self, id: MessageId) -> Result<Option<Message>, StoreError> {
-            self.inner.message(id)
-        }
-        fn effects_after(
-            &self,
-            after: EffectSeq,
-            limit: usize,
-        ) -> Result<Vec<EffectRecord>, StoreError> {
-            self.inner.effects_after(after, limit)
-        }
-        fn effect_head(&self) -> Result<EffectSeq, StoreError> {
-            self.inner.effect_head()
-        }
-        fn cursor(&self, consumer: &ConsumerName) -> Result<EffectSeq, StoreError> {
-            self.inner.cursor(consumer)
-        }
-        fn advance_cursor(&self, consumer: &ConsumerName, to: EffectSeq) -> Result<(), StoreError> {
-            if self.fail_next_advance.swap(false, Ordering::SeqCst) {
-                return Err(StoreError::Busy);
-            }
-            self.inner.advance_cursor(consumer, to)
-        }
-        fn cursors(&self) -> Result<Vec<(ConsumerName, EffectSeq)>, StoreError> {
-            self.inner.cursors()
-        }
-        fn local_device_id(&self, candidate: Device) -> Result<Device, StoreError> {
-            self.inner.local_device_id(candidate)
-        }
-    }
 
     struct World {
         relay: Arc<dyn Relay>,
@@ -623,10 +570,8 @@ mod tests {
 
         // The journal commits, the cursor advance fails: the state a crash between the two
         // leaves behind.
-        let flaky = Arc::new(FlakyCursor {
-            inner: Arc::clone(&store),
-            fail_next_advance: AtomicBool::new(true),
-        });
+        let flaky = Arc::new(CursorFaults::new(store.clone()));
+        flaky.fail_next_advances(1);
         let journal: Arc<dyn Journal> = Arc::new(SqliteJournal::beside(&store).unwrap());
         let a = Arc::new(Mutex::new(world.device(1, journal).await));
         let tee = OplogTee::new(flaky.clone(), Arc::clone(&a));

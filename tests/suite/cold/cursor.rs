@@ -74,7 +74,7 @@ async fn a_failed_cursor_commit_is_reported_and_its_batch_sent_again_before_the_
 
     let start = base + 50;
     dev.engine.append_messages(session.id, burst(150)).unwrap();
-    dev.cursor.fail_commit_to(EffectSeq::new(start + 50), 1);
+    dev.cursor.fail_advances_to(EffectSeq::new(start + 50), 1);
     assert_eq!(dev.consumer.tick().await, delivered(50, start + 50));
     // The next batch uploads while that commit fails: the step reports the failure.
     let retry_at = match dev.consumer.tick().await {
@@ -124,7 +124,7 @@ async fn a_step_that_sends_nothing_finishes_the_commit_and_reports_its_failure()
     let cloud = Arc::new(FakeCloud::new());
     let dev = Device::new(&cloud, 1);
     dev.engine.create_repository("repo", None).unwrap();
-    dev.cursor.fail_commit_to(EffectSeq::new(1), 1);
+    dev.cursor.fail_advances_to(EffectSeq::new(1), 1);
 
     assert_eq!(dev.consumer.tick().await, delivered(1, 1));
     let retry_at = match dev.consumer.tick().await {
@@ -160,7 +160,7 @@ async fn a_crash_before_a_cursor_commit_finished_resends_that_batch_and_skips_no
     let texts: Vec<String> = (1..=150).map(|i| format!("line {i}")).collect();
     a.engine.append_messages(session.id, burst(150)).unwrap();
     // The process dies before the first batch's commit lands.
-    a.cursor.fail_commit_to(EffectSeq::new(base + 50), 1);
+    a.cursor.fail_advances_to(EffectSeq::new(base + 50), 1);
 
     assert_eq!(a.consumer.tick().await, delivered(1, base - 1));
     assert_eq!(a.consumer.tick().await, delivered(1, base));

@@ -1,9 +1,8 @@
 //! Devices for the cold-path tests: an engine, a cold consumer and secrets per device, all
 //! talking to one fake cloud, with a fixed wall clock so only tokio time decides windows.
 //! The consumer reads its effect log through [`CursorFaults`], which can make chosen cursor
-//! commits fail.
+//! commits fail (as a busy database would, or as a crash before the commit leaves it).
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -14,19 +13,14 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
+use tandem::adapters::faults::CursorFaults;
 use tandem::adapters::sqlite::{SqliteOptions, SqliteStore};
 use tandem::adapters::system::ManualClock;
 use tandem::app::cold::{ColdConfig, ColdConsumer, Doorbell, EngineMetadata, FixedJitter};
 use tandem::app::devices::CloudReader;
 use tandem::app::{EffectLog, Engine};
-use tandem::domain::{
-    ConsumerName, DeviceId, EffectRecord, EffectSeq, Message, MessageId, Repository, Seq, Session,
-    SessionId, UserId,
-};
-use tandem::ports::{
-    AccessToken, AuthContext, AuthError, RefreshToken, Store, StoreContents, StoreError, TokenPair,
-    TokenRefresher, WriteBatch,
-};
+use tandem::domain::{DeviceId, EffectSeq, Repository, Session, SessionId, UserId};
+use tandem::ports::{AccessToken, AuthContext, AuthError, RefreshToken, TokenPair, TokenRefresher};
 
 use super::fake_cloud::FakeCloud;
 
@@ -89,78 +83,6 @@ impl TokenRefresher for FakeRefresher {
             }),
             None => Err(AuthError::Rejected("no more tokens".into())),
         }
-    }
-}
-
-/// The device's store as the cold consumer's effect log sees it: everything passes through,
-/// except that a cursor commit to a chosen position can be made to fail (as a busy database
-/// would, or as a crash before the commit leaves it).
-#[derive(Debug)]
-pub struct CursorFaults {
-    inner: Arc<SqliteStore>,
-    failing: Mutex<BTreeMap<EffectSeq, usize>>,
-}
-
-impl CursorFaults {
-    fn new(inner: Arc<SqliteStore>) -> Self {
-        Self {
-            inner,
-            failing: Mutex::new(BTreeMap::new()),
-        }
-    }
-
-    /// The next `times` commits of any cursor to exactly `to` fail with [`StoreError::Busy`]
-    /// and change nothing.
-    pub fn fail_commit_to(&self, to: EffectSeq, times: usize) {
-        self.failing.lock().unwrap().insert(to, times);
-    }
-}
-
-impl Store for CursorFaults {
-    fn load(&self) -> Result<StoreContents, StoreError> {
-        self.inner.load()
-    }
-    fn commit(&self, batch: &WriteBatch) -> Result<Vec<EffectRecord>, StoreError> {
-        self.inner.commit(batch)
-    }
-    fn messages_after(
-        &self,
-        session: SessionId,
-        after: Seq,
-        limit: usize,
-    ) -> Result<Vec<Message>, StoreError> {
-        self.inner.messages_after(session, after, limit)
-    }
-    fn message(&self, id: MessageId) -> Result<Option<Message>, StoreError> {
-        self.inner.message(id)
-    }
-    fn effects_after(
-        &self,
-        after: EffectSeq,
-        limit: usize,
-    ) -> Result<Vec<EffectRecord>, StoreError> {
-        self.inner.effects_after(after, limit)
-    }
-    fn effect_head(&self) -> Result<EffectSeq, StoreError> {
-        self.inner.effect_head()
-    }
-    fn cursor(&self, consumer: &ConsumerName) -> Result<EffectSeq, StoreError> {
-        self.inner.cursor(consumer)
-    }
-    fn advance_cursor(&self, consumer: &ConsumerName, to: EffectSeq) -> Result<(), StoreError> {
-        if let Some(left) = self.failing.lock().unwrap().get_mut(&to) {
-            if *left > 0 {
-                *left -= 1;
-                return Err(StoreError::Busy);
-            }
-        }
-        self.inner.advance_cursor(consumer, to)
-    }
-    fn cursors(&self) -> Result<Vec<(ConsumerName, EffectSeq)>, StoreError> {
-        self.inner.cursors()
-    }
-    fn local_device_id(&self, candidate: DeviceId) -> Result<DeviceId, StoreError> {
-        self.inner.local_device_id(candidate)
     }
 }
 
@@ -287,7 +209,7 @@ fn open(
     let clock = Arc::new(ManualClock::new(NOW_MS));
     let doorbell = Arc::new(Doorbell::new());
     let store = Arc::new(SqliteStore::open(path, SqliteOptions::default()).expect("store"));
-    let cursor = Arc::new(CursorFaults::new(Arc::clone(&store)));
+    let cursor = Arc::new(CursorFaults::new(store.clone()));
     let engine = Arc::new(
         Engine::builder(store)
             .device(id)
