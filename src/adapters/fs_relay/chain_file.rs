@@ -16,13 +16,13 @@
 //! missing (a segment or index shorter than the head says, as while a synced folder catches
 //! up) ends the answer early: only a verified prefix is served.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{File, OpenOptions};
 use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::error::{corrupt, io_err, json_problem};
-use super::files::{ensure_dir, numbered_files, sync_dir};
+use super::files::{ensure_dir, numbered_files, remove_if_present, sync_dir};
 use super::manifest::{BaseFiles, Manifest};
 use crate::adapters::relay_core::{self, HeldChain};
 use crate::domain::ids::{DeviceId, Seq};
@@ -202,11 +202,7 @@ impl<'a> ChainFiles<'a> {
             .into_iter()
             .filter(|(first, _)| *first < first_kept);
         for (_, path) in below {
-            match fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == ErrorKind::NotFound => {}
-                Err(e) => return Err(io_err("remove", &path)(e)),
-            }
+            remove_if_present(&path)?;
         }
         sync_dir(&self.dir)
     }

@@ -226,6 +226,16 @@ fn step_err(e: atomic_file::FileStepError) -> RelayError {
     io_err(e.op, &e.path)(e.source)
 }
 
+/// Removes the file at `path`; one already gone is fine (a crash, or another process, may
+/// have removed it first).
+pub(crate) fn remove_if_present(path: &Path) -> Result<(), RelayError> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_err("remove", path)(e)),
+    }
+}
+
 /// Whether a directory entry is a temp or hidden file that listings must skip.
 pub(crate) fn is_hidden(name: &str) -> bool {
     name.starts_with('.')

@@ -22,7 +22,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::error::{corrupt, io_err, json_problem};
-use super::files::{numbered_files, read_checked, sync_dir, write_checked, NUMBER_DIGITS};
+use super::files::{
+    numbered_files, read_checked, remove_if_present, sync_dir, write_checked, NUMBER_DIGITS,
+};
 use crate::adapters::relay_core;
 use crate::domain::ids::{DeviceId, Seq};
 use crate::domain::oplog::ChainHead;
@@ -188,18 +190,10 @@ impl BaseFiles {
     /// `seq` supersedes), once a base at `seq` is recorded. The removals are not synced: a
     /// superseded file that comes back after a crash is read and loses to the newer one.
     pub(crate) fn remove_older_than(&self, seq: Seq) -> Result<(), RelayError> {
-        let older = self.listed()?.into_iter().filter(|(s, _)| *s < seq);
-        for path in older
-            .map(|(_, path)| path)
-            .chain(std::iter::once(self.legacy.clone()))
-        {
-            match fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == ErrorKind::NotFound => {}
-                Err(e) => return Err(io_err("remove", &path)(e)),
-            }
+        for (_, path) in self.listed()?.into_iter().filter(|(s, _)| *s < seq) {
+            remove_if_present(&path)?;
         }
-        Ok(())
+        remove_if_present(&self.legacy)
     }
 
     /// The newest base recorded in `bases/` (a file listed but gone by the time it is read,

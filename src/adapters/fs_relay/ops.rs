@@ -244,15 +244,16 @@ impl Inner {
         let new_base = Seq::new(first_kept - 1);
         let span = usize::try_from(cut.seq.get() - new_base.get() + 1).unwrap_or(usize::MAX);
         let ops = files.read_verified(&manifest, new_base, span)?;
+        let bases = files.bases();
         match (ops.first(), ops.last()) {
             (Some(base), Some(last)) if ops.len() == span && last.op_id() == cut.op_id => {
                 // A base file, not the manifest: only the chain's own device writes that.
-                files.bases().write(device, ChainHead::of(base))?;
+                bases.write(device, ChainHead::of(base))?;
             }
             _ => return Ok(None),
         }
         files.delete_segments_below(first_kept)?;
-        files.bases().remove_older_than(new_base)?;
+        bases.remove_older_than(new_base)?;
         let deleted = usize::try_from(first_kept - first).unwrap_or(usize::MAX);
         Ok(Some((deleted, Seq::new(first_kept))))
     }
