@@ -50,7 +50,7 @@ macro_rules! __journal_clauses {
 #[macro_export]
 macro_rules! journal_conformance_tests {
     ($name:ident, $factory:expr) => {
-        $crate::__deref_fixture_conformance_tests!($name, $factory, journal, __journal_clauses);
+        $crate::__conformance_tests!($name, $factory, journal, __journal_clauses, *);
     };
 }
 

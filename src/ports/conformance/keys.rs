@@ -43,7 +43,7 @@ macro_rules! __key_provider_clauses {
 #[macro_export]
 macro_rules! key_provider_conformance_tests {
     ($name:ident, $factory:expr) => {
-        $crate::__deref_fixture_conformance_tests!($name, $factory, keys, __key_provider_clauses);
+        $crate::__conformance_tests!($name, $factory, keys, __key_provider_clauses, *);
     };
 }
 

@@ -8,11 +8,12 @@ pub mod store;
 
 /// The body of the synchronous suites' `*_conformance_tests!` macros: a test module `$name`
 /// with one `#[test]` per clause listed by `$clauses`, each calling
-/// `conformance::$module::<clause>` on a fresh fixture from `$factory`, dereferenced.
+/// `conformance::$module::<clause>` with a borrow of a fresh fixture from `$factory`, or of
+/// what it dereferences to when `*` is passed last.
 #[macro_export]
 #[doc(hidden)]
-macro_rules! __deref_fixture_conformance_tests {
-    ($name:ident, $factory:expr, $module:ident, $clauses:ident) => {
+macro_rules! __conformance_tests {
+    ($name:ident, $factory:expr, $module:ident, $clauses:ident $(, $deref:tt)?) => {
         mod $name {
             #[allow(unused_imports)]
             use super::*;
@@ -21,7 +22,7 @@ macro_rules! __deref_fixture_conformance_tests {
                     #[test]
                     fn $clause() {
                         let fixture = ($factory)();
-                        $crate::ports::conformance::$module::$clause(&*fixture);
+                        $crate::ports::conformance::$module::$clause(&$($deref)? fixture);
                     }
                 };
             }

@@ -38,20 +38,12 @@ macro_rules! __session_metadata_clauses {
 #[macro_export]
 macro_rules! session_metadata_conformance_tests {
     ($name:ident, $factory:expr) => {
-        mod $name {
-            #[allow(unused_imports)]
-            use super::*;
-            macro_rules! clause {
-                ($clause:ident) => {
-                    #[test]
-                    fn $clause() {
-                        let fixture = ($factory)();
-                        $crate::ports::conformance::session_metadata::$clause(&fixture);
-                    }
-                };
-            }
-            $crate::__session_metadata_clauses!(clause);
-        }
+        $crate::__conformance_tests!(
+            $name,
+            $factory,
+            session_metadata,
+            __session_metadata_clauses
+        );
     };
 }
 

@@ -51,7 +51,7 @@ macro_rules! __store_clauses {
 #[macro_export]
 macro_rules! store_conformance_tests {
     ($name:ident, $factory:expr) => {
-        $crate::__deref_fixture_conformance_tests!($name, $factory, store, __store_clauses);
+        $crate::__conformance_tests!($name, $factory, store, __store_clauses, *);
     };
 }
 
