@@ -7,6 +7,7 @@ mod crash_safety;
 mod device_sync;
 mod disk_full;
 mod engine_invariants;
+mod faults;
 mod lease;
 mod relay;
 mod store_conformance;
