@@ -45,7 +45,10 @@
 //! - `checkpoints_are_verified_and_latest_wins`: [`Relay::put_checkpoint`] MUST refuse a
 //!   checkpoint whose id does not match its frontier and state hash
 //!   ([`RelayError::Checkpoint`]); putting the same checkpoint twice is a no-op;
-//!   [`Relay::latest_checkpoint`] returns the stored checkpoint covering the most ops.
+//!   [`Relay::latest_checkpoint`] returns the stored checkpoint covering the most ops. An
+//!   adapter that bounds what it stores MAY refuse a larger checkpoint with
+//!   [`RelayError::CheckpointTooLarge`], storing nothing, rather than store what it could not
+//!   read back.
 //! - `gc_keeps_everything_not_covered`: [`Relay::gc`] MUST delete only ops covered by both the
 //!   latest checkpoint's frontier and the stable frontier; every other op stays pullable.
 //!
@@ -169,6 +172,15 @@ pub enum RelayError {
     /// A checkpoint failed verification.
     #[error("checkpoint refused: {0}")]
     Checkpoint(#[from] CheckpointError),
+    /// A checkpoint is larger than the relay stores; nothing was stored. The ops it would have
+    /// covered stay on the relay.
+    #[error("checkpoint refused: it takes {bytes} bytes, over the relay's limit of {limit}")]
+    CheckpointTooLarge {
+        /// What storing it would take.
+        bytes: u64,
+        /// The most the relay stores.
+        limit: u64,
+    },
     /// Stored relay data could not be read back as written (tampered or damaged files).
     #[error("relay data is corrupt: {0}")]
     Corrupt(String),
@@ -216,7 +228,9 @@ pub trait Relay: Send + Sync + Debug + 'static {
     /// Per chain, the lowest head acknowledged by every device seen within `horizon_ms`.
     async fn stable_frontier(&self, now_ms: u64, horizon_ms: u64) -> Result<Frontier, RelayError>;
 
-    /// Stores a checkpoint after checking its id against its frontier and state hash.
+    /// Stores a checkpoint after checking its id against its frontier and state hash (and,
+    /// for an adapter with a size limit, its size). A stored checkpoint that no longer reads
+    /// back is replaced, so damage to it never blocks publishing a new one.
     async fn put_checkpoint(&self, checkpoint: &Checkpoint) -> Result<(), RelayError>;
 
     /// The stored checkpoint covering the most ops, if any.

@@ -14,7 +14,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::error::{corrupt, json_problem};
-use super::files::{read_checked_split, write_checked};
+use super::files::{checked_file_len, read_checked_split, write_checked, MAX_SMALL_FILE};
 use super::layout::Layout;
 use super::lock::FileLock;
 use crate::adapters::relay_core;
@@ -34,14 +34,23 @@ struct Header {
     state_hash: String,
 }
 
-fn encode(checkpoint: &Checkpoint) -> Result<Vec<u8>, serde_json::Error> {
-    let header = serde_json::to_vec(&Header {
+fn header(checkpoint: &Checkpoint) -> Result<Vec<u8>, serde_json::Error> {
+    serde_json::to_vec(&Header {
         id: checkpoint.id(),
         frontier: checkpoint.frontier().clone(),
         state_hash: to_hex(&checkpoint.state_hash()),
-    })?;
+    })
+}
+
+/// The length of `checkpoint`'s body, for a header of `header_len` bytes.
+fn body_len(checkpoint: &Checkpoint, header_len: usize) -> usize {
+    MAGIC.len() + 4 + header_len + checkpoint.state_bytes().len()
+}
+
+fn encode(checkpoint: &Checkpoint) -> Result<Vec<u8>, serde_json::Error> {
+    let header = header(checkpoint)?;
     let state = checkpoint.state_bytes();
-    let mut body = Vec::with_capacity(MAGIC.len() + 4 + header.len() + state.len());
+    let mut body = Vec::with_capacity(body_len(checkpoint, header.len()));
     body.extend_from_slice(MAGIC);
     // A header is a frontier of a few devices: far below 4 GiB.
     body.extend_from_slice(
@@ -113,8 +122,26 @@ pub(crate) fn read(layout: &Layout) -> Result<Option<Checkpoint>, RelayError> {
 }
 
 /// Stores `checkpoint` (already verified) if it supersedes the stored one. A stored file that
-/// no longer reads back is replaced.
+/// no longer reads back is replaced. A checkpoint whose file would be larger than every reader
+/// accepts ([`MAX_SMALL_FILE`]) is refused with [`RelayError::CheckpointTooLarge`].
 pub(crate) fn put(layout: &Layout, checkpoint: &Checkpoint) -> Result<(), RelayError> {
+    put_within(layout, checkpoint, MAX_SMALL_FILE)
+}
+
+/// [`put`] with the largest file it may write.
+fn put_within(layout: &Layout, checkpoint: &Checkpoint, limit: u64) -> Result<(), RelayError> {
+    let path = layout.checkpoint_file();
+    let json_err = |e: serde_json::Error| corrupt(&path, json_problem(&e));
+    let file_len = checked_file_len(body_len(
+        checkpoint,
+        header(checkpoint).map_err(json_err)?.len(),
+    ));
+    if file_len > limit {
+        return Err(RelayError::CheckpointTooLarge {
+            bytes: file_len,
+            limit,
+        });
+    }
     let _lock = FileLock::exclusive(&layout.checkpoint_lock())?;
     let held = match read(layout) {
         Ok(held) => held,
@@ -124,9 +151,7 @@ pub(crate) fn put(layout: &Layout, checkpoint: &Checkpoint) -> Result<(), RelayE
     if !relay_core::supersedes(checkpoint, held.as_ref()) {
         return Ok(());
     }
-    let path = layout.checkpoint_file();
-    let bytes = encode(checkpoint).map_err(|e| corrupt(&path, json_problem(&e)))?;
-    write_checked(&path, &bytes)
+    write_checked(&path, &encode(checkpoint).map_err(json_err)?)
 }
 
 #[cfg(test)]
@@ -143,8 +168,57 @@ mod tests {
     }
 
     fn checkpoint() -> Checkpoint {
-        let ops = chain(device(1), 3, 1_000);
+        covering(3)
+    }
+
+    /// A checkpoint of the first `n` ops of one chain.
+    fn covering(n: usize) -> Checkpoint {
+        let ops = chain(device(1), n, 1_000);
         Checkpoint::new(frontier_of(&[&ops]), &fold(&ops).expect("fold"))
+    }
+
+    #[test]
+    fn a_checkpoint_over_the_limit_is_refused_and_the_stored_one_stays() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (layout, _) = Layout::create(dir.path(), 4).expect("layout");
+        let (small, large) = (covering(2), covering(40));
+        put(&layout, &small).expect("put");
+        // The size of the large one's file, as stored by a relay without a tight limit.
+        let elsewhere = tempfile::tempdir().expect("temp dir");
+        let (other, _) = Layout::create(elsewhere.path(), 4).expect("layout");
+        put(&other, &large).expect("put");
+        let large_file = std::fs::metadata(other.checkpoint_file())
+            .expect("stat")
+            .len();
+        let limit = large_file - 1;
+        match put_within(&layout, &large, limit) {
+            Err(RelayError::CheckpointTooLarge { bytes, limit: l }) => {
+                assert_eq!((bytes, l), (large_file, limit));
+            }
+            other => panic!("expected CheckpointTooLarge, got {other:?}"),
+        }
+        assert_eq!(
+            read(&layout).expect("read"),
+            Some(small),
+            "nothing was stored"
+        );
+        assert!(
+            std::fs::read_dir(dir.path()).expect("list").all(|e| !e
+                .expect("entry")
+                .file_name()
+                .to_string_lossy()
+                .contains(".tmp")),
+            "no temp file was left behind"
+        );
+        // At exactly the limit it is stored, and its file has the size that was checked.
+        put_within(&layout, &large, large_file).expect("put at the limit");
+        assert_eq!(
+            std::fs::metadata(layout.checkpoint_file())
+                .expect("stat")
+                .len(),
+            large_file
+        );
+        assert_eq!(read(&layout).expect("read"), Some(large));
     }
 
     #[test]

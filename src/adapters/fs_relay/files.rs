@@ -28,6 +28,11 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), RelayError> 
 /// The length of a checked file's first line: 64 hex digits and a newline.
 const DIGEST_LINE: usize = 65;
 
+/// The length of a checked file holding a body of `body_len` bytes.
+pub(crate) fn checked_file_len(body_len: usize) -> u64 {
+    u64::try_from(DIGEST_LINE + body_len).unwrap_or(u64::MAX)
+}
+
 /// Replaces `path` atomically with `body` and its digest (see the module docs).
 pub(crate) fn write_checked(path: &Path, body: &[u8]) -> Result<(), RelayError> {
     let mut bytes = to_hex(&Sha256::digest(body)).into_bytes();
@@ -69,7 +74,10 @@ pub(crate) fn read_checked_split(
     };
     let len = file.metadata().map_err(io_err("stat", path))?.len();
     if len > MAX_SMALL_FILE {
-        return Err(corrupt(path, "file is too large"));
+        return Err(corrupt(
+            path,
+            format!("file is {len} bytes, over the limit of {MAX_SMALL_FILE}"),
+        ));
     }
     let mut head = Vec::new();
     (&mut file)

@@ -97,6 +97,12 @@ pub struct FsRelay {
 }
 
 impl FsRelay {
+    /// The largest checkpoint file the relay stores or reads, in bytes: a checkpoint's state
+    /// plus a small header (its frontier). [`Relay::put_checkpoint`] refuses a larger one with
+    /// [`RelayError::CheckpointTooLarge`], storing nothing, and a larger file found on disk is
+    /// refused as [`RelayError::Corrupt`] without being read into memory.
+    pub const MAX_CHECKPOINT_BYTES: u64 = files::MAX_SMALL_FILE;
+
     /// Opens the relay in `dir`, creating it with default options if it does not exist.
     pub fn open(dir: impl AsRef<Path>) -> Result<Self, RelayError> {
         Self::open_with(dir, FsRelayOptions::default())

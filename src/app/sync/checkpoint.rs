@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use crate::domain::oplog::{seal_checkpoint, Checkpoint, CheckpointId, Frontier, Scope, State};
-use crate::ports::{Journal, JournalError};
+use crate::ports::{Journal, JournalError, RelayError};
 
 use super::replay::{blocking, fold_range, fold_tail, Opener};
 use super::{DeviceSync, SyncError};
@@ -14,6 +14,10 @@ impl DeviceSync {
     /// device has acknowledged), so new or straggling devices can bootstrap from it and the
     /// relay can collect the ops it covers. Under E2E the state is sealed with the personal
     /// scope key; its id, frontier and state hash stay checkable by the relay.
+    ///
+    /// A stored checkpoint that the relay reports as corrupt is replaced rather than reported.
+    /// A relay may refuse a checkpoint larger than it stores
+    /// ([`RelayError::CheckpointTooLarge`]); syncing goes on without one.
     ///
     /// Returns `None` when there is nothing to checkpoint: the stable frontier is empty, this
     /// device does not hold every op up to it yet (pump first), or this device's own base
@@ -27,10 +31,15 @@ impl DeviceSync {
         if stable.is_empty() {
             return Ok(None);
         }
-        if let Some(latest) = self.relay.latest_checkpoint().await? {
-            if latest.frontier() == &stable {
-                return Ok(Some(latest.id()));
+        match self.relay.latest_checkpoint().await {
+            Ok(Some(latest)) if latest.frontier() == &stable => return Ok(Some(latest.id())),
+            Ok(_) => {}
+            // A stored checkpoint that no longer reads back is what this one replaces: refusing
+            // to publish would leave the relay without a readable checkpoint, and its gc stuck.
+            Err(RelayError::Corrupt(problem)) => {
+                tracing::warn!(%problem, "the relay's checkpoint is unreadable; publishing a new one");
             }
+            Err(e) => return Err(e.into()),
         }
         let (journal, keys) = (Arc::clone(&self.journal), Arc::clone(&self.keys));
         let target = stable.clone();

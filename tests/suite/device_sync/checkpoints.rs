@@ -9,7 +9,7 @@ use tandem::adapters::memory::MemoryRelay;
 use tandem::adapters::system::ManualClock;
 use tandem::app::sync::{DeviceSync, SyncConfig, SyncError};
 use tandem::domain::oplog::{Checkpoint, Scope, Surface};
-use tandem::ports::{Clock, Relay};
+use tandem::ports::{Clock, Relay, RelayError};
 
 use super::harness::{clock, dev, fact, file_journal, memory_journal, org, said, World};
 
@@ -299,6 +299,48 @@ async fn a_checkpoint_that_fails_to_open_leaves_no_staged_state_and_changes_noth
     // The device still syncs from the ops themselves.
     let report = c.pump().await.expect("c pumps");
     assert_eq!(report.journaled, 8);
+    assert_eq!(c.state_hash(), a.state_hash());
+}
+
+#[tokio::test]
+async fn a_damaged_checkpoint_file_is_replaced_by_the_next_publish() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let relay = Arc::new(FsRelay::open(dir.path()).expect("fs relay"));
+    let clock = clock();
+    let world = World::new(Arc::clone(&relay) as Arc<dyn Relay>, Arc::clone(&clock));
+    let mut a = world.device(1, &clock).await;
+    let mut b = world.device(2, &clock).await;
+    chatter(&mut a, "a", 4).await;
+    a.pump().await.expect("a pumps");
+    b.pump().await.expect("b pumps");
+    a.pump().await.expect("a pumps");
+    let first = a.publish_checkpoint().await.expect("publish");
+    assert!(first.is_some());
+
+    // One flipped byte in the middle of the stored checkpoint.
+    let path = dir.path().join("checkpoint.json");
+    let mut bytes = std::fs::read(&path).expect("read the checkpoint file");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x20;
+    std::fs::write(&path, &bytes).expect("damage it");
+    let now = || u64::try_from(clock.now_ms()).expect("positive");
+    let horizon = SyncConfig::default().eviction_horizon_ms;
+    assert!(
+        matches!(relay.latest_checkpoint().await, Err(RelayError::Corrupt(_))),
+        "the damage is caught on read"
+    );
+    assert!(
+        relay.gc(now(), horizon).await.is_err(),
+        "gc needs a readable checkpoint"
+    );
+
+    // The same stable frontier: the next publish writes the same checkpoint afresh.
+    assert_eq!(a.publish_checkpoint().await.expect("publish again"), first);
+    let stored = relay.latest_checkpoint().await.expect("readable again");
+    assert_eq!(stored.map(|cp| cp.id()), first);
+    relay.gc(now(), horizon).await.expect("gc runs again");
+    let mut c = world.device(3, &clock).await;
+    c.pump().await.expect("c pumps");
     assert_eq!(c.state_hash(), a.state_hash());
 }
 
