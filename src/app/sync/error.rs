@@ -7,7 +7,9 @@ use crate::domain::oplog::{
 use crate::ports::{JournalError, KeyError, LeaseCoordinatorError, RelayError};
 
 /// Why a device-sync operation failed. When one is returned, nothing was journaled and the
-/// in-memory state is as it was (a pump may have completed earlier rounds: see
+/// in-memory state is as it was, except for a pump: it may have completed earlier rounds, and
+/// a chain it holds back (a far-future stamp, a key not held yet) is reported only after the
+/// other chains were journaled and acknowledged (see
 /// [`DeviceSync::pump`](super::DeviceSync::pump)).
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {

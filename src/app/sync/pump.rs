@@ -1,9 +1,11 @@
 //! The pump: push own ops, pull and ingest everyone's, acknowledge what is durable.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use tokio::task::JoinHandle;
 
+use crate::domain::ids::{DeviceId, Seq};
 use crate::domain::oplog::{DriftGuard, OpRecord};
 use crate::ports::{PullBatch, PullCursors, RelayError};
 
@@ -16,9 +18,21 @@ impl DeviceSync {
     /// compacted what this device needs), verify, open, journal and fold it, then acknowledge
     /// the journal's frontier as read back from durable state.
     ///
-    /// A refused batch (tampered, forked, far-future or undecryptable ops) fails the pump with
-    /// a typed error and leaves the journal and the fold exactly as they were; batches of
-    /// earlier rounds stay journaled. Safe to call again after any error or crash.
+    /// A refused batch (tampered, forked or undecryptable ops, a payload that does not fit its
+    /// surface) fails the pump with a typed error and leaves the journal and the fold exactly
+    /// as they were; batches of earlier rounds stay journaled. Safe to call again after any
+    /// error or crash.
+    ///
+    /// An op that cannot be taken *yet* holds back only its own chain: one stamped further
+    /// ahead of local time than [`SyncConfig::max_drift_ms`](super::SyncConfig::max_drift_ms)
+    /// ([`VerifyError::TooFarInFuture`](crate::domain::oplog::VerifyError::TooFarInFuture)),
+    /// or one sealed under a scope key this device does not hold
+    /// ([`KeyError::NoKey`](crate::ports::KeyError::NoKey),
+    /// [`KeyError::UnknownEpoch`](crate::ports::KeyError::UnknownEpoch)). The pump journals the
+    /// ops before it and every other chain, acknowledges what it journaled, and then returns
+    /// that error (the first held chain's, by device id), so one device with a clock far ahead
+    /// or a key still on its way does not stop the others syncing. A later pump takes the
+    /// held chain once local time or the key has caught up.
     ///
     /// While one pulled batch is ingested, the next is already being pulled (from the cursors
     /// the journal will have once the batch is journaled), so the relay's reads overlap the
@@ -30,13 +44,16 @@ impl DeviceSync {
         self.refresh_current_keys().await?;
         self.relay.register(self.device, self.now_ms()).await?;
         self.push(&mut report).await?;
-        self.pull(&mut report).await?;
+        let held = self.pull(&mut report).await?;
         let journal = Arc::clone(&self.journal);
         let durable = blocking(move || Ok(journal.frontier()?)).await?;
         self.relay.ack(self.device, &durable, self.now_ms()).await?;
         self.frontier = durable.clone();
         report.acked = durable;
-        Ok(report)
+        match held.into_values().next() {
+            Some(not_yet) => Err(not_yet),
+            None => Ok(report),
+        }
     }
 
     async fn push(&mut self, report: &mut PumpReport) -> Result<(), SyncError> {
@@ -72,12 +89,22 @@ impl DeviceSync {
         Ok(())
     }
 
-    async fn pull(&mut self, report: &mut PumpReport) -> Result<(), SyncError> {
+    /// Pulls and ingests batches until the relay has nothing more (or `max_rounds`). Returns
+    /// the chains held back (see `ingest`), each with why; later rounds skip them.
+    async fn pull(
+        &mut self,
+        report: &mut PumpReport,
+    ) -> Result<BTreeMap<DeviceId, SyncError>, SyncError> {
         let limit = self.config.pull_batch.max(1);
+        let mut held = BTreeMap::new();
         // The next batch, pulled while the current one is verified, opened and journaled.
         let mut ahead: Option<PullAhead> = None;
         for round in 0..self.config.max_rounds {
-            let cursors = self.journal_cursors().await?;
+            let mut cursors = self.journal_cursors().await?;
+            // A cursor past any seq asks for nothing more of a held chain.
+            for device in held.keys() {
+                cursors.insert(*device, Seq::new(u64::MAX));
+            }
             let pulled = match ahead.take() {
                 Some(next) if next.cursors == cursors => next.batch().await?,
                 stale => {
@@ -103,7 +130,7 @@ impl DeviceSync {
                 Err(e) => return Err(e.into()),
             };
             if batch.is_empty() {
-                return Ok(());
+                return Ok(held);
             }
             let more = batch.more;
             if more && round + 1 < self.config.max_rounds {
@@ -136,12 +163,16 @@ impl DeviceSync {
                 // Verified against the same drift bound, so the merge is accepted.
                 let _ = self.author.observe(&newest, drift.now_ms);
             }
+            for (device, why) in ingested.held {
+                tracing::warn!(%device, error = %why, "holding back a chain this device cannot take yet");
+                held.entry(device).or_insert(why);
+            }
             if !more {
-                return Ok(());
+                return Ok(held);
             }
         }
         report.more = true;
-        Ok(())
+        Ok(held)
     }
 
     /// Per chain, the next seq wanted, from the journal's frontier.

@@ -14,10 +14,10 @@ use crate::domain::crypto::{KeyEpoch, SessionKey};
 use crate::domain::ids::{DeviceId, Seq};
 use crate::domain::oplog::{
     check_against_held, is_sealed_checkpoint, open_checkpoint, open_op, validate_payload,
-    verify_batch, Checkpoint, CheckpointId, DriftGuard, FoldError, Frontier, OpPayload, OpRecord,
-    Scope, State, VerifyError,
+    verify_chain, ChainTip, Checkpoint, CheckpointId, DriftGuard, FoldError, Frontier, OpPayload,
+    OpRecord, Scope, State, VerifyError,
 };
-use crate::ports::{Journal, KeyProvider};
+use crate::ports::{Journal, KeyError, KeyProvider};
 
 use super::error::SyncError;
 
@@ -177,11 +177,17 @@ pub(super) struct Ingested {
     pub(super) journaled: usize,
     /// The journal's frontier, read back after the commit.
     pub(super) frontier: Frontier,
+    /// Chains this device cannot take yet (see [`is_not_yet`]), each with why: the batch's
+    /// ops on them from the first such op on were left out.
+    pub(super) held: Vec<(DeviceId, SyncError)>,
 }
 
 /// Verifies, opens and journals a pulled batch in one journal transaction. Ops at or below the
 /// journal frontier are dropped (a re-delivery), unless they contradict the held head (a fork).
-/// On any error nothing is journaled.
+///
+/// A chain that cannot be taken *yet* is held back from its first such op on, and the other
+/// chains are journaled (see [`is_not_yet`]); any other error fails the whole batch and
+/// nothing is journaled.
 pub(super) fn ingest(
     journal: &dyn Journal,
     opener: &mut Opener,
@@ -190,7 +196,7 @@ pub(super) fn ingest(
     plaintext_ok: bool,
 ) -> Result<Ingested, SyncError> {
     let frontier = journal.frontier()?;
-    let mut fresh = Vec::with_capacity(ops.len());
+    let mut chains: BTreeMap<DeviceId, Vec<OpRecord>> = BTreeMap::new();
     for op in ops {
         match frontier.head(op.device()) {
             Some(head) if op.seq() == head.seq && op.op_id() != head.op_id => {
@@ -211,21 +217,23 @@ pub(super) fn ingest(
                     }
                 }
             }
-            _ => fresh.push(op),
+            _ => chains.entry(op.device()).or_default().push(op),
         }
     }
-    if fresh.is_empty() {
-        return Ok(Ingested {
-            opened: Vec::new(),
-            journaled: 0,
-            frontier,
-        });
+    let mut fresh = Vec::new();
+    let mut opened = Vec::new();
+    let mut held = Vec::new();
+    for (device, mut chain) in chains {
+        chain.sort_by_key(OpRecord::seq);
+        let (open, not_yet) =
+            take_chain(&chain, &frontier.tip(device), drift, opener, plaintext_ok)?;
+        chain.truncate(open.len());
+        fresh.append(&mut chain);
+        opened.extend(open);
+        if let Some(why) = not_yet {
+            held.push((device, why));
+        }
     }
-    verify_batch(&fresh, &frontier, Some(drift))?;
-    let opened = fresh
-        .iter()
-        .map(|op| opener.open(op, plaintext_ok))
-        .collect::<Result<Vec<_>, _>>()?;
     for op in &opened {
         if let OpPayload::Plain(value) = op.payload() {
             validate_payload(op.surface(), value).map_err(|source| FoldError::InvalidPayload {
@@ -235,10 +243,67 @@ pub(super) fn ingest(
             })?;
         }
     }
+    if fresh.is_empty() {
+        return Ok(Ingested {
+            opened,
+            journaled: 0,
+            frontier,
+            held,
+        });
+    }
     let commit = journal.commit(&fresh)?;
     Ok(Ingested {
         opened,
         journaled: commit.inserted,
         frontier: journal.frontier()?,
+        held,
     })
+}
+
+/// Whether `error` says an op cannot be taken *yet*, through no fault of the relay or the op:
+/// its stamp is further ahead of local time than the drift bound (local time catches up), or
+/// it is sealed under a scope key this device does not hold (the key arrives later). Such an
+/// op holds back its own chain only.
+fn is_not_yet(error: &SyncError) -> bool {
+    matches!(
+        error,
+        SyncError::Verify(VerifyError::TooFarInFuture { .. })
+            | SyncError::Keys(KeyError::NoKey { .. } | KeyError::UnknownEpoch { .. })
+    )
+}
+
+/// Verifies one chain's new ops (in seq order) against its journaled `tip` and opens them.
+/// Returns the opened ops that can be taken now, a prefix of `ops`, and, if that is not all
+/// of them, why the next one cannot be taken yet. Any error other than "not yet" is returned.
+fn take_chain(
+    ops: &[OpRecord],
+    tip: &ChainTip,
+    drift: DriftGuard,
+    opener: &mut Opener,
+    plaintext_ok: bool,
+) -> Result<(Vec<OpRecord>, Option<SyncError>), SyncError> {
+    let (verified, mut not_yet) = match verify_chain(ops, tip, Some(drift)) {
+        Ok(_) => (ops.len(), None),
+        Err(e) => {
+            let seq = match e {
+                VerifyError::TooFarInFuture { seq, .. } => seq,
+                _ => return Err(e.into()),
+            };
+            // Every op before it passed every check.
+            let before = ops.iter().take_while(|op| op.seq() < seq).count();
+            (before, Some(e.into()))
+        }
+    };
+    let mut opened = Vec::with_capacity(verified);
+    for op in &ops[..verified] {
+        match opener.open(op, plaintext_ok) {
+            Ok(op) => opened.push(op),
+            Err(e) if is_not_yet(&e) => {
+                not_yet = Some(e);
+                break;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((opened, not_yet))
 }

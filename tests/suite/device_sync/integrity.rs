@@ -8,9 +8,9 @@ use tandem::adapters::memory::MemoryRelay;
 use tandem::app::sync::SyncError;
 use tandem::domain::crypto::{KeyEpoch, SessionKey};
 use tandem::domain::oplog::{Scope, SealError, Surface, VerifyError, DEFAULT_MAX_DRIFT_MS};
-use tandem::ports::{KeyError, KeyProvider};
+use tandem::ports::{KeyError, KeyProvider, Relay};
 
-use super::harness::{clock, fact, keys, memory_journal, said, FaultyRelay, World};
+use super::harness::{clock, fact, keys, memory_journal, org, said, FaultyRelay, World};
 
 #[tokio::test]
 async fn a_tampered_pulled_op_is_refused_and_changes_nothing() {
@@ -98,6 +98,119 @@ async fn far_future_stamps_are_refused_until_local_time_catches_up() {
     clock_a.advance(20_000);
     a.pump().await.expect("within the bound now");
     assert_eq!(a.transcript("c").len(), 1);
+}
+
+#[tokio::test]
+async fn a_chain_stamped_too_far_ahead_does_not_hold_back_the_others() {
+    let clock_a = clock();
+    let clock_b = clock();
+    let relay = Arc::new(MemoryRelay::new());
+    let world = World::new(Arc::clone(&relay) as _, Arc::clone(&clock_a));
+    let mut a = world.device(1, &clock_a).await;
+    let mut b = world.device(2, &clock_b).await;
+    let mut c = world.device(3, &clock_a).await;
+    // B's first op is on time; C's chain (after B's in the relay's order) is on time too.
+    b.record_turn(Scope::Personal, "b", said("on time"))
+        .await
+        .expect("turn");
+    b.pump().await.expect("b pumps");
+    a.pump().await.expect("a takes b's first op");
+    // B's clock jumps ahead of A's by more than the bound.
+    clock_b.advance(i64::try_from(DEFAULT_MAX_DRIFT_MS).expect("fits") + 10_000);
+    b.record_turn(Scope::Personal, "b", said("from the future"))
+        .await
+        .expect("turn");
+    b.pump().await.expect("b pumps");
+    for i in 0..3 {
+        c.record_turn(Scope::Personal, "c", said(&format!("c {i}")))
+            .await
+            .expect("turn");
+    }
+    assert!(
+        matches!(
+            c.pump().await,
+            Err(SyncError::Verify(VerifyError::TooFarInFuture { .. }))
+        ),
+        "c pushes its own ops and holds b's chain back too"
+    );
+
+    let err = a.pump().await.expect_err("b's chain is held back");
+    assert!(
+        matches!(err, SyncError::Verify(VerifyError::TooFarInFuture { device, .. }) if device == b.device_id()),
+        "{err}"
+    );
+    assert_eq!(a.transcript("c").len(), 3, "c's chain was taken");
+    assert_eq!(
+        a.transcript("b").len(),
+        1,
+        "b's chain stops before the far-future op"
+    );
+    let acked = relay
+        .roster()
+        .await
+        .expect("roster")
+        .into_iter()
+        .find(|e| e.device == a.device_id())
+        .expect("a is registered")
+        .acked;
+    assert_eq!(acked, *a.frontier(), "what a took is acknowledged");
+    assert_eq!(acked.head(c.device_id()).map(|h| h.seq.get()), Some(2));
+
+    // Once local time is within the bound, the rest of b's chain comes through.
+    clock_a.advance(20_000);
+    a.pump().await.expect("within the bound now");
+    assert_eq!(a.transcript("b").len(), 2);
+    b.pump().await.expect("b pumps");
+    c.pump().await.expect("c pumps");
+    assert_eq!(a.state_hash(), c.state_hash());
+}
+
+#[tokio::test]
+async fn a_chain_sealed_under_a_key_not_held_yet_does_not_hold_back_the_others() {
+    let clock = clock();
+    let world = World::new(Arc::new(MemoryRelay::new()), Arc::clone(&clock));
+    // A holds the personal key only; the org key has not reached it yet.
+    let personal_only: Arc<dyn KeyProvider> = Arc::new(StaticKeyProvider::new().with_key(
+        Scope::Personal,
+        KeyEpoch::FIRST,
+        SessionKey::from_bytes([1; 32]),
+    ));
+    let mut a = world
+        .device_on(1, memory_journal(), Arc::clone(&clock), personal_only, true)
+        .await;
+    let mut b = world.device(2, &clock).await;
+    let mut c = world.device(3, &clock).await;
+    b.record_turn(Scope::Personal, "b", said("personal"))
+        .await
+        .expect("turn");
+    b.record_turn(org(), "b-org", said("for the org"))
+        .await
+        .expect("turn");
+    c.record_turn(Scope::Personal, "c", said("personal"))
+        .await
+        .expect("turn");
+    b.pump().await.expect("b pumps");
+    c.pump().await.expect("c pumps");
+
+    let err = a.pump().await.expect_err("b's org op cannot be opened yet");
+    assert!(
+        matches!(
+            err,
+            SyncError::Keys(KeyError::UnknownEpoch { .. } | KeyError::NoKey { .. })
+        ),
+        "{err}"
+    );
+    assert_eq!(a.transcript("c").len(), 1, "c's chain was taken");
+    assert_eq!(
+        a.transcript("b").len(),
+        1,
+        "b's chain up to the org op was taken"
+    );
+    assert_eq!(
+        a.frontier().head(b.device_id()).map(|h| h.seq.get()),
+        Some(0)
+    );
+    assert!(!err.to_string().contains("for the org"));
 }
 
 #[tokio::test]
