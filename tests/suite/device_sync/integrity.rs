@@ -170,13 +170,19 @@ async fn a_chain_sealed_under_a_key_not_held_yet_does_not_hold_back_the_others()
     let clock = clock();
     let world = World::new(Arc::new(MemoryRelay::new()), Arc::clone(&clock));
     // A holds the personal key only; the org key has not reached it yet.
-    let personal_only: Arc<dyn KeyProvider> = Arc::new(StaticKeyProvider::new().with_key(
+    let personal_only = Arc::new(StaticKeyProvider::new().with_key(
         Scope::Personal,
         KeyEpoch::FIRST,
         SessionKey::from_bytes([1; 32]),
     ));
     let mut a = world
-        .device_on(1, memory_journal(), Arc::clone(&clock), personal_only, true)
+        .device_on(
+            1,
+            memory_journal(),
+            Arc::clone(&clock),
+            Arc::clone(&personal_only) as Arc<dyn KeyProvider>,
+            true,
+        )
         .await;
     let mut b = world.device(2, &clock).await;
     let mut c = world.device(3, &clock).await;
@@ -211,6 +217,21 @@ async fn a_chain_sealed_under_a_key_not_held_yet_does_not_hold_back_the_others()
         Some(0)
     );
     assert!(!err.to_string().contains("for the org"));
+
+    // Once the org key arrives, the rest of b's chain comes through.
+    personal_only
+        .insert(
+            org(),
+            KeyEpoch::FIRST,
+            SessionKey::from_bytes([1 ^ 0x5a; 32]),
+        )
+        .expect("the org key arrives");
+    a.pump().await.expect("a takes the rest");
+    assert_eq!(a.transcript("b-org").len(), 1);
+    b.pump().await.expect("b pumps");
+    c.pump().await.expect("c pumps");
+    assert_eq!(a.state_hash(), b.state_hash());
+    assert_eq!(a.state_hash(), c.state_hash());
 }
 
 #[tokio::test]
