@@ -25,6 +25,8 @@ pub struct Stats {
     pub stale_epochs: usize,
     pub not_held: usize,
     pub heal_rounds: usize,
+    pub runaway_clocks: usize,
+    pub held_pumps: usize,
 }
 
 impl AddAssign for Stats {
@@ -48,6 +50,8 @@ impl AddAssign for Stats {
         self.stale_epochs += o.stale_epochs;
         self.not_held += o.not_held;
         self.heal_rounds += o.heal_rounds;
+        self.runaway_clocks += o.runaway_clocks;
+        self.held_pumps += o.held_pumps;
     }
 }
 
@@ -56,7 +60,8 @@ impl fmt::Display for Stats {
         write!(
             f,
             "{} seeds, {} steps: {} ops appended, {} pumps ({} ops journaled from others), \
-             {} partitions ({} refused pumps), {} kills ({} mid-pump), {} checkpoints, \
+             {} partitions ({} refused pumps), {} runaway clocks ({} pumps holding a chain \
+             back), {} kills ({} mid-pump), {} checkpoints, \
              {} ops collected, {} rebases + {} by compacted pulls, {} leases; fence: {} proceed, \
              {} already_committed, {} stale_epoch, {} not_held; {} heal rounds",
             self.seeds,
@@ -66,6 +71,8 @@ impl fmt::Display for Stats {
             self.pulled,
             self.partitions,
             self.partitioned_pumps,
+            self.runaway_clocks,
+            self.held_pumps,
             self.kills,
             self.crashes_mid_pump,
             self.checkpoints,
