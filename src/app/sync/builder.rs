@@ -1,6 +1,6 @@
 //! Building and opening a [`DeviceSync`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use crate::adapters::system::{SystemClock, UuidV7Gen};
@@ -144,6 +144,7 @@ impl DeviceSyncBuilder {
             frontier,
             base,
             current_keys: BTreeMap::new(),
+            held_back: BTreeSet::new(),
         })
     }
 }

@@ -64,6 +64,16 @@ pub enum SyncError {
     /// them beyond the device's own base.
     #[error("the relay compacted ops this device needs and has no newer checkpoint")]
     NoCheckpoint,
+    /// The fence would have authorised a dispatch, but the last pump held a chain back, and a
+    /// run committed on it may be unseen. Pump again once the chain comes through.
+    #[error(
+        "the fence cannot authorise a dispatch: chain {device} is held back, and a run \
+         committed on it may be unseen; pump again once it comes through"
+    )]
+    FenceBlind {
+        /// The first chain held back.
+        device: DeviceId,
+    },
     /// An id was invalid (the device-id candidate).
     #[error(transparent)]
     Id(#[from] IdError),

@@ -10,6 +10,10 @@ impl DeviceSync {
     /// committed-run oracle of the folded intent ledger (a committed run is never dispatched
     /// again), then the coordinator's current lease. Only
     /// [`DispatchDecision::Proceed`] authorises the effect.
+    ///
+    /// The oracle knows what the last pump took. While that pump held a chain back (see
+    /// [`DeviceSync::pump`]), a run committed on that chain may be unseen, so a decision that
+    /// would be `Proceed` is [`SyncError::FenceBlind`] instead; the refusals stand as they are.
     pub async fn fence_check(
         &self,
         resource: &str,
@@ -18,13 +22,19 @@ impl DeviceSync {
     ) -> Result<DispatchDecision, SyncError> {
         let committed = self.state.intents().is_run_committed(&run_id);
         let current = self.leases.current(resource).await?;
-        Ok(check_dispatch(
+        let decision = check_dispatch(
             committed,
             current.as_ref(),
             self.device,
             epoch,
             self.now_ms(),
-        ))
+        );
+        match self.held_back.first() {
+            Some(device) if decision == DispatchDecision::Proceed => {
+                Err(SyncError::FenceBlind { device: *device })
+            }
+            _ => Ok(decision),
+        }
     }
 
     /// Leases `resource` to this device for `ttl_ms` under a new epoch.

@@ -47,7 +47,7 @@ mod pump;
 mod replay;
 mod report;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::Arc;
 
@@ -112,6 +112,9 @@ pub struct DeviceSync {
     frontier: Frontier,
     base: Option<CheckpointId>,
     current_keys: BTreeMap<Scope, (KeyEpoch, SessionKey)>,
+    /// Chains the last pump held back (see [`DeviceSync::pump`]): until a pump takes them, a
+    /// run committed on one may be unseen, so the fence does not authorise dispatches.
+    held_back: BTreeSet<DeviceId>,
 }
 
 impl fmt::Debug for DeviceSync {
@@ -122,6 +125,7 @@ impl fmt::Debug for DeviceSync {
             .field("state", &self.state)
             .field("frontier", &self.frontier)
             .field("base", &self.base)
+            .field("held_back", &self.held_back)
             .finish_non_exhaustive()
     }
 }
@@ -200,6 +204,7 @@ impl DeviceSync {
             stable_frontier: stable,
             roster,
             base_checkpoint: self.base,
+            held_back: self.held_back.iter().copied().collect(),
         })
     }
 

@@ -32,7 +32,9 @@ impl DeviceSync {
     /// ops before it and every other chain, acknowledges what it journaled, and then returns
     /// that error (the first held chain's, by device id), so one device with a clock far ahead
     /// or a key still on its way does not stop the others syncing. A later pump takes the
-    /// held chain once local time or the key has caught up.
+    /// held chain once local time or the key has caught up. Until then
+    /// [`SyncStatus::held_back`](super::SyncStatus::held_back) lists it, and
+    /// [`DeviceSync::fence_check`] authorises no dispatch.
     ///
     /// While one pulled batch is ingested, the next is already being pulled (from the cursors
     /// the journal will have once the batch is journaled), so the relay's reads overlap the
@@ -45,6 +47,7 @@ impl DeviceSync {
         self.relay.register(self.device, self.now_ms()).await?;
         self.push(&mut report).await?;
         let held = self.pull(&mut report).await?;
+        self.held_back = held.keys().copied().collect();
         let journal = Arc::clone(&self.journal);
         let durable = blocking(move || Ok(journal.frontier()?)).await?;
         self.relay.ack(self.device, &durable, self.now_ms()).await?;

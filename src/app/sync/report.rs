@@ -53,4 +53,7 @@ pub struct SyncStatus {
     pub roster: Vec<RosterEntry>,
     /// The checkpoint the journal continues from, if it was rebased.
     pub base_checkpoint: Option<CheckpointId>,
+    /// Chains the last pump held back (an op stamped too far ahead of local time, or sealed
+    /// under a key this device does not hold yet); empty once a pump takes them.
+    pub held_back: Vec<DeviceId>,
 }

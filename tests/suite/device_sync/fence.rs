@@ -5,7 +5,10 @@ use std::sync::Arc;
 use tandem::adapters::memory::MemoryRelay;
 use tandem::app::sync::SyncError;
 use tandem::domain::ids::{Epoch, RunId};
-use tandem::domain::oplog::{DispatchDecision, Intent, IntentId, IntentStatus, LeaseError, Scope};
+use tandem::domain::oplog::{
+    DispatchDecision, Intent, IntentId, IntentStatus, LeaseError, Scope, VerifyError,
+    DEFAULT_MAX_DRIFT_MS,
+};
 use tandem::ports::LeaseCoordinatorError;
 use uuid::Uuid;
 
@@ -98,5 +101,52 @@ async fn the_fence_reads_the_committed_run_oracle_then_the_lease() {
         DispatchDecision::StaleEpoch {
             current: next.epoch
         }
+    );
+}
+
+#[tokio::test]
+async fn the_fence_authorises_nothing_while_a_chain_is_held_back() {
+    let clock_a = clock();
+    let clock_b = clock();
+    clock_b.advance(i64::try_from(DEFAULT_MAX_DRIFT_MS).expect("fits") + 10_000);
+    let world = World::new(Arc::new(MemoryRelay::new()), Arc::clone(&clock_a));
+    let mut a = world.device(1, &clock_a).await;
+    let mut b = world.device(2, &clock_b).await;
+    // B, its clock ahead past the drift bound, ran the effect and recorded the run committed.
+    b.record_intent(Scope::Personal, &intent(run(7), IntentStatus::Committed))
+        .await
+        .expect("record")
+        .expect("recorded");
+    b.pump().await.expect("b pumps");
+
+    assert!(matches!(
+        a.pump().await,
+        Err(SyncError::Verify(VerifyError::TooFarInFuture { .. }))
+    ));
+    assert_eq!(a.status().await.expect("status").held_back, vec![dev(2)]);
+    let epoch = a
+        .lease_acquire("milo", 60_000)
+        .await
+        .expect("acquire")
+        .epoch;
+    // Without b's chain the oracle cannot see the commit: no `proceed`.
+    match a.fence_check("milo", run(7), epoch).await {
+        Err(SyncError::FenceBlind { device }) => assert_eq!(device, dev(2)),
+        other => panic!("expected FenceBlind, got {other:?}"),
+    }
+    // The refusals still stand while the chain is held back.
+    assert_eq!(
+        a.fence_check("milo", run(7), Epoch::ZERO)
+            .await
+            .expect("fence"),
+        DispatchDecision::StaleEpoch { current: epoch }
+    );
+
+    clock_a.advance(20_000);
+    a.pump().await.expect("b's chain comes through");
+    assert!(a.status().await.expect("status").held_back.is_empty());
+    assert_eq!(
+        a.fence_check("milo", run(7), epoch).await.expect("fence"),
+        DispatchDecision::AlreadyCommitted
     );
 }

@@ -27,6 +27,7 @@ pub struct Stats {
     pub heal_rounds: usize,
     pub runaway_clocks: usize,
     pub held_pumps: usize,
+    pub blind_fences: usize,
 }
 
 impl AddAssign for Stats {
@@ -52,6 +53,7 @@ impl AddAssign for Stats {
         self.heal_rounds += o.heal_rounds;
         self.runaway_clocks += o.runaway_clocks;
         self.held_pumps += o.held_pumps;
+        self.blind_fences += o.blind_fences;
     }
 }
 
@@ -61,7 +63,7 @@ impl fmt::Display for Stats {
             f,
             "{} seeds, {} steps: {} ops appended, {} pumps ({} ops journaled from others), \
              {} partitions ({} refused pumps), {} runaway clocks ({} pumps holding a chain \
-             back), {} kills ({} mid-pump), {} checkpoints, \
+             back, {} fences blind to it), {} kills ({} mid-pump), {} checkpoints, \
              {} ops collected, {} rebases + {} by compacted pulls, {} leases; fence: {} proceed, \
              {} already_committed, {} stale_epoch, {} not_held; {} heal rounds",
             self.seeds,
@@ -73,6 +75,7 @@ impl fmt::Display for Stats {
             self.partitioned_pumps,
             self.runaway_clocks,
             self.held_pumps,
+            self.blind_fences,
             self.kills,
             self.crashes_mid_pump,
             self.checkpoints,
