@@ -7,12 +7,11 @@ use tandem::app::sync::SyncError;
 use tandem::domain::ids::{Epoch, RunId};
 use tandem::domain::oplog::{
     DispatchDecision, Intent, IntentId, IntentStatus, LeaseError, Scope, VerifyError,
-    DEFAULT_MAX_DRIFT_MS,
 };
 use tandem::ports::LeaseCoordinatorError;
 use uuid::Uuid;
 
-use super::harness::{clock, dev, World};
+use super::harness::{clock, dev, with_a_runaway_clock, World};
 
 fn run(n: u128) -> RunId {
     RunId::from_uuid(Uuid::from_u128(
@@ -106,12 +105,7 @@ async fn the_fence_reads_the_committed_run_oracle_then_the_lease() {
 
 #[tokio::test]
 async fn the_fence_authorises_nothing_while_a_chain_is_held_back() {
-    let clock_a = clock();
-    let clock_b = clock();
-    clock_b.advance(i64::try_from(DEFAULT_MAX_DRIFT_MS).expect("fits") + 10_000);
-    let world = World::new(Arc::new(MemoryRelay::new()), Arc::clone(&clock_a));
-    let mut a = world.device(1, &clock_a).await;
-    let mut b = world.device(2, &clock_b).await;
+    let (clock_a, _world, mut a, mut b) = with_a_runaway_clock().await;
     // B, its clock ahead past the drift bound, ran the effect and recorded the run committed.
     b.record_intent(Scope::Personal, &intent(run(7), IntentStatus::Committed))
         .await

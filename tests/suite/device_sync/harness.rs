@@ -10,14 +10,14 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde_json::{json, Value};
 use tandem::adapters::keys::StaticKeyProvider;
-use tandem::adapters::memory::InMemoryLeaseCoordinator;
+use tandem::adapters::memory::{InMemoryLeaseCoordinator, MemoryRelay};
 use tandem::adapters::sqlite::{SqliteJournal, SqliteOptions};
 use tandem::adapters::system::ManualClock;
 use tandem::app::sync::DeviceSync;
 use tandem::domain::crypto::{KeyEpoch, SessionKey};
 use tandem::domain::ids::DeviceId;
-use tandem::domain::oplog::Turn;
 use tandem::domain::oplog::{Checkpoint, Frontier, OpPayload, OpRecord, Scope};
+use tandem::domain::oplog::{Turn, DEFAULT_MAX_DRIFT_MS};
 use tandem::domain::Role;
 use tandem::ports::{
     Clock, GcReport, Journal, KeyProvider, LeaseCoordinator, PullBatch, PullCursors, PushOutcome,
@@ -118,6 +118,21 @@ impl World {
 /// A manual clock at [`T0`].
 pub fn clock() -> Arc<ManualClock> {
     Arc::new(ManualClock::new(T0))
+}
+
+/// How far a runaway clock runs ahead: 10 s past the default drift bound.
+pub const RUNAWAY_MS: i64 = DEFAULT_MAX_DRIFT_MS as i64 + 10_000;
+
+/// A world over a fresh in-memory relay (leases on the returned clock) with device 1 on that
+/// clock and device 2 on a clock [`RUNAWAY_MS`] ahead of it: device 1 refuses device 2's ops
+/// as far-future until its clock catches up.
+pub async fn with_a_runaway_clock() -> (Arc<ManualClock>, World, DeviceSync, DeviceSync) {
+    let (on_time, runaway) = (clock(), clock());
+    runaway.advance(RUNAWAY_MS);
+    let world = World::new(Arc::new(MemoryRelay::new()), Arc::clone(&on_time));
+    let a = world.device(1, &on_time).await;
+    let b = world.device(2, &runaway).await;
+    (on_time, world, a, b)
 }
 
 /// A fresh in-memory journal.

@@ -7,10 +7,13 @@ use tandem::adapters::keys::StaticKeyProvider;
 use tandem::adapters::memory::MemoryRelay;
 use tandem::app::sync::SyncError;
 use tandem::domain::crypto::{KeyEpoch, SessionKey};
-use tandem::domain::oplog::{Scope, SealError, Surface, VerifyError, DEFAULT_MAX_DRIFT_MS};
+use tandem::domain::oplog::{Scope, SealError, Surface, VerifyError};
 use tandem::ports::{KeyError, KeyProvider, Relay};
 
-use super::harness::{clock, fact, keys, memory_journal, org, said, FaultyRelay, World};
+use super::harness::{
+    clock, fact, keys, memory_journal, org, said, with_a_runaway_clock, FaultyRelay, World,
+    RUNAWAY_MS,
+};
 
 #[tokio::test]
 async fn a_tampered_pulled_op_is_refused_and_changes_nothing() {
@@ -69,12 +72,7 @@ async fn a_readdressed_ciphertext_verifies_as_a_chain_but_does_not_open() {
 
 #[tokio::test]
 async fn far_future_stamps_are_refused_until_local_time_catches_up() {
-    let clock_a = clock();
-    let clock_b = clock();
-    clock_b.advance(i64::try_from(DEFAULT_MAX_DRIFT_MS).expect("fits") + 10_000);
-    let world = World::new(Arc::new(MemoryRelay::new()), Arc::clone(&clock_a));
-    let mut a = world.device(1, &clock_a).await;
-    let mut b = world.device(2, &clock_b).await;
+    let (clock_a, _world, mut a, mut b) = with_a_runaway_clock().await;
     b.record_turn(Scope::Personal, "c", said("from the future"))
         .await
         .expect("turn");
@@ -116,7 +114,7 @@ async fn a_chain_stamped_too_far_ahead_does_not_hold_back_the_others() {
     b.pump().await.expect("b pumps");
     a.pump().await.expect("a takes b's first op");
     // B's clock jumps ahead of A's by more than the bound.
-    clock_b.advance(i64::try_from(DEFAULT_MAX_DRIFT_MS).expect("fits") + 10_000);
+    clock_b.advance(RUNAWAY_MS);
     b.record_turn(Scope::Personal, "b", said("from the future"))
         .await
         .expect("turn");
