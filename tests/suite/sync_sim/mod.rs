@@ -177,6 +177,7 @@ fn simulated_devices_converge_lose_nothing_and_never_dispatch_twice() {
                 ("crashes mid-pump", total.crashes_mid_pump),
                 ("refused pumps in partitions", total.partitioned_pumps),
                 ("pumps holding a runaway chain back", total.held_pumps),
+                ("fences blind to a held chain", total.blind_fences),
                 ("checkpoints", total.checkpoints),
                 ("collected ops", total.gc_deleted),
                 ("rebases by compacted pulls", total.rebased_by_pull),
