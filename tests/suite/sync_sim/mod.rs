@@ -20,6 +20,8 @@
 //! - after every kill and rebase, the device's state and frontier are what they were before the
 //!   kill, and it still durably holds every head its pumps acknowledged and every op its
 //!   `append` returned (event ops also visible in its fold);
+//! - a pump that holds a runaway chain back has taken everything the relay holds of every
+//!   other chain, and acknowledged it;
 //! - a run never gets `proceed` twice (dispatchers follow the protocol in `World::dispatch`:
 //!   pump, lease, fence, then commit and push before the lease can pass on);
 //! - after healing every partition, all devices converge within a bounded number of rounds to

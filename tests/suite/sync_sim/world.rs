@@ -14,10 +14,11 @@ use tandem::adapters::memory::{InMemoryLeaseCoordinator, MemoryRelay};
 use tandem::adapters::system::ManualClock;
 use tandem::app::sync::{SyncConfig, SyncError};
 use tandem::domain::crypto::{KeyEpoch, SessionKey};
+use tandem::domain::ids::Seq;
 use tandem::domain::ids::{Epoch, RunId};
 use tandem::domain::oplog::{Intent, IntentId, IntentStatus, Scope, Surface, Turn, VerifyError};
 use tandem::domain::Role;
-use tandem::ports::Relay;
+use tandem::ports::{PullCursors, Relay};
 use uuid::Uuid;
 
 use super::checks;
@@ -368,22 +369,51 @@ impl World {
                 Ok(())
             }
             (Ok(_), true) => Err(self.fail(format!("device {d} pumped through a partition"))),
-            (Err(e), false) if is_held_back(&e) => {
-                self.held_back(d, &e);
-                Ok(())
-            }
+            (Err(e), false) if is_held_back(&e) => self.held_back(d, &e).await,
             (Err(e), _) => Err(self.fail(format!("device {d} pump: {e}"))),
         }
     }
 
-    /// Records a pump that held back a chain stamped too far ahead (a runaway clock): it took
-    /// and acknowledged everything else, so its frontier is acknowledged.
-    fn held_back(&mut self, d: usize, e: &SyncError) {
+    /// Checks and records a pump that held back a chain stamped too far ahead (a runaway
+    /// clock): it must have taken everything the relay holds of every other chain, and
+    /// acknowledged its frontier.
+    async fn held_back(&mut self, d: usize, e: &SyncError) -> Result<(), String> {
         self.stats.held_pumps += 1;
         self.last_pump_more = false;
-        let frontier = self.devices[d].sync.frontier().clone();
-        self.devices[d].note_acked(&frontier);
         self.note(format!("device {d} pumped, holding a chain back ({e})"));
+        let status = self.devices[d]
+            .sync
+            .status()
+            .await
+            .map_err(|e| self.fail(format!("device {d} status: {e}")))?;
+        if status.held_back.is_empty() {
+            return Err(self.fail(format!("device {d}: a held pump lists no held chain")));
+        }
+        // What the relay still has for this device past its journal, held chains skipped.
+        let mut cursors: PullCursors = status
+            .journal_frontier
+            .iter()
+            .map(|(device, head)| (*device, head.seq.next()))
+            .collect();
+        for device in &status.held_back {
+            cursors.insert(*device, Seq::new(u64::MAX));
+        }
+        let now = u64::try_from(self.devices[d].now_ms()).unwrap_or(0);
+        let left = self
+            .shared
+            .relay
+            .pull(self.devices[d].id, &cursors, usize::MAX, now)
+            .await
+            .map_err(|e| self.fail(format!("relay pull: {e}")))?;
+        if let Some((chain, ops)) = left.ops.iter().next() {
+            return Err(self.fail(format!(
+                "device {d}: a pump holding {:?} back left {} op(s) of chain {chain} behind",
+                status.held_back,
+                ops.len()
+            )));
+        }
+        self.devices[d].note_acked(&status.journal_frontier);
+        Ok(())
     }
 
     /// Pumps device `d` until a pump reports nothing more waiting (a connected device).
@@ -477,10 +507,7 @@ impl World {
             (Ok(_), true) => Err(self.fail(format!(
                 "device {d}: the pump succeeded although relay call {k} failed"
             ))),
-            (Err(e), false) if is_held_back(&e) => {
-                self.held_back(d, &e);
-                Ok(())
-            }
+            (Err(e), false) if is_held_back(&e) => self.held_back(d, &e).await,
             (Err(e), false) => Err(self.fail(format!("device {d} pump: {e}"))),
         }
     }
