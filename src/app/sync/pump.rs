@@ -47,6 +47,7 @@ impl DeviceSync {
         self.relay.register(self.device, self.now_ms()).await?;
         self.push(&mut report).await?;
         let held = self.pull(&mut report).await?;
+        // A pull that went through to the end: exactly these chains are held back now.
         self.held_back = held.keys().copied().collect();
         let journal = Arc::clone(&self.journal);
         let durable = blocking(move || Ok(journal.frontier()?)).await?;
@@ -168,6 +169,8 @@ impl DeviceSync {
             }
             for (device, why) in ingested.held {
                 tracing::warn!(%device, error = %why, "holding back a chain this device cannot take yet");
+                // Known to the fence at once, also if a later round fails the pump.
+                self.held_back.insert(device);
                 held.entry(device).or_insert(why);
             }
             if !more {
