@@ -7,7 +7,8 @@
 //! is always rebuildable from it: the base checkpoint's state plus the ops after its frontier.
 //!
 //! The journal stores; it does not verify. Callers verify ops (op ids, HLC order, drift) with
-//! [`verify_batch`](crate::domain::oplog::verify_batch) before committing them. The journal
+//! [`verify_chain`](crate::domain::oplog::verify_chain) per chain, or
+//! [`verify_batch`](crate::domain::oplog::verify_batch), before committing them. The journal
 //! only guarantees that what it holds stays a set of contiguous, linked chain prefixes.
 //!
 //! # Contract

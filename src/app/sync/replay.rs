@@ -177,7 +177,7 @@ pub(super) struct Ingested {
     pub(super) journaled: usize,
     /// The journal's frontier, read back after the commit.
     pub(super) frontier: Frontier,
-    /// Chains this device cannot take yet (see [`is_not_yet`]), each with why: the batch's
+    /// Chains this device cannot take yet (see [`take_chain`]), each with why: the batch's
     /// ops on them from the first such op on were left out.
     pub(super) held: Vec<(DeviceId, SyncError)>,
 }
@@ -186,7 +186,7 @@ pub(super) struct Ingested {
 /// journal frontier are dropped (a re-delivery), unless they contradict the held head (a fork).
 ///
 /// A chain that cannot be taken *yet* is held back from its first such op on, and the other
-/// chains are journaled (see [`is_not_yet`]); any other error fails the whole batch and
+/// chains are journaled (see [`take_chain`]); any other error fails the whole batch and
 /// nothing is journaled.
 pub(super) fn ingest(
     journal: &dyn Journal,
@@ -260,21 +260,20 @@ pub(super) fn ingest(
     })
 }
 
-/// Whether `error` says an op cannot be taken *yet*, through no fault of the relay or the op:
-/// its stamp is further ahead of local time than the drift bound (local time catches up), or
-/// it is sealed under a scope key this device does not hold (the key arrives later). Such an
-/// op holds back its own chain only.
-fn is_not_yet(error: &SyncError) -> bool {
+/// Whether `error` says an op cannot be opened *yet*: it is sealed under a scope key this
+/// device does not hold (the key arrives later), through no fault of the relay or the op.
+fn is_key_not_held_yet(error: &SyncError) -> bool {
     matches!(
         error,
-        SyncError::Verify(VerifyError::TooFarInFuture { .. })
-            | SyncError::Keys(KeyError::NoKey { .. } | KeyError::UnknownEpoch { .. })
+        SyncError::Keys(KeyError::NoKey { .. } | KeyError::UnknownEpoch { .. })
     )
 }
 
 /// Verifies one chain's new ops (in seq order) against its journaled `tip` and opens them.
 /// Returns the opened ops that can be taken now, a prefix of `ops`, and, if that is not all
-/// of them, why the next one cannot be taken yet. Any error other than "not yet" is returned.
+/// of them, why the next one cannot be taken *yet*: its stamp is further ahead of local time
+/// than the drift bound (local time catches up), or its scope key is not held yet. Any other
+/// error is returned.
 fn take_chain(
     ops: &[OpRecord],
     tip: &ChainTip,
@@ -284,21 +283,18 @@ fn take_chain(
 ) -> Result<(Vec<OpRecord>, Option<SyncError>), SyncError> {
     let (verified, mut not_yet) = match verify_chain(ops, tip, Some(drift)) {
         Ok(_) => (ops.len(), None),
-        Err(e) => {
-            let seq = match e {
-                VerifyError::TooFarInFuture { seq, .. } => seq,
-                _ => return Err(e.into()),
-            };
-            // Every op before it passed every check.
-            let before = ops.iter().take_while(|op| op.seq() < seq).count();
-            (before, Some(e.into()))
-        }
+        // Every op before it passed every check.
+        Err(e @ VerifyError::TooFarInFuture { seq, .. }) => (
+            ops.iter().take_while(|op| op.seq() < seq).count(),
+            Some(e.into()),
+        ),
+        Err(e) => return Err(e.into()),
     };
     let mut opened = Vec::with_capacity(verified);
     for op in &ops[..verified] {
         match opener.open(op, plaintext_ok) {
             Ok(op) => opened.push(op),
-            Err(e) if is_not_yet(&e) => {
+            Err(e) if is_key_not_held_yet(&e) => {
                 not_yet = Some(e);
                 break;
             }
