@@ -34,23 +34,30 @@ struct Header {
     state_hash: String,
 }
 
-fn header(checkpoint: &Checkpoint) -> Result<Vec<u8>, serde_json::Error> {
-    serde_json::to_vec(&Header {
-        id: checkpoint.id(),
-        frontier: checkpoint.frontier().clone(),
-        state_hash: to_hex(&checkpoint.state_hash()),
-    })
+/// A checkpoint's header, encoded: its size is known before the body is built.
+struct EncodedHeader(Vec<u8>);
+
+impl EncodedHeader {
+    fn of(checkpoint: &Checkpoint) -> Result<Self, serde_json::Error> {
+        serde_json::to_vec(&Header {
+            id: checkpoint.id(),
+            frontier: checkpoint.frontier().clone(),
+            state_hash: to_hex(&checkpoint.state_hash()),
+        })
+        .map(Self)
+    }
+
+    /// The length of the body of `checkpoint` under this header.
+    fn body_len(&self, checkpoint: &Checkpoint) -> usize {
+        MAGIC.len() + 4 + self.0.len() + checkpoint.state_bytes().len()
+    }
 }
 
-/// The length of `checkpoint`'s body, for a header of `header_len` bytes.
-fn body_len(checkpoint: &Checkpoint, header_len: usize) -> usize {
-    MAGIC.len() + 4 + header_len + checkpoint.state_bytes().len()
-}
-
-fn encode(checkpoint: &Checkpoint) -> Result<Vec<u8>, serde_json::Error> {
-    let header = header(checkpoint)?;
+/// The body of `checkpoint` under its already encoded `header`.
+fn encode_with(header: &EncodedHeader, checkpoint: &Checkpoint) -> Vec<u8> {
     let state = checkpoint.state_bytes();
-    let mut body = Vec::with_capacity(body_len(checkpoint, header.len()));
+    let mut body = Vec::with_capacity(header.body_len(checkpoint));
+    let header = &header.0;
     body.extend_from_slice(MAGIC);
     // A header is a frontier of a few devices: far below 4 GiB.
     body.extend_from_slice(
@@ -58,9 +65,9 @@ fn encode(checkpoint: &Checkpoint) -> Result<Vec<u8>, serde_json::Error> {
             .unwrap_or(u32::MAX)
             .to_be_bytes(),
     );
-    body.extend_from_slice(&header);
+    body.extend_from_slice(header);
     body.extend_from_slice(state);
-    Ok(body)
+    body
 }
 
 /// How many of a body's first bytes precede the state: for a body written by format 2 and later,
@@ -131,11 +138,8 @@ pub(crate) fn put(layout: &Layout, checkpoint: &Checkpoint) -> Result<(), RelayE
 /// [`put`] with the largest file it may write.
 fn put_within(layout: &Layout, checkpoint: &Checkpoint, limit: u64) -> Result<(), RelayError> {
     let path = layout.checkpoint_file();
-    let json_err = |e: serde_json::Error| corrupt(&path, json_problem(&e));
-    let file_len = checked_file_len(body_len(
-        checkpoint,
-        header(checkpoint).map_err(json_err)?.len(),
-    ));
+    let header = EncodedHeader::of(checkpoint).map_err(|e| corrupt(&path, json_problem(&e)))?;
+    let file_len = checked_file_len(header.body_len(checkpoint));
     if file_len > limit {
         return Err(RelayError::CheckpointTooLarge {
             bytes: file_len,
@@ -151,7 +155,7 @@ fn put_within(layout: &Layout, checkpoint: &Checkpoint, limit: u64) -> Result<()
     if !relay_core::supersedes(checkpoint, held.as_ref()) {
         return Ok(());
     }
-    write_checked(&path, &encode(checkpoint).map_err(json_err)?)
+    write_checked(&path, &encode_with(&header, checkpoint))
 }
 
 #[cfg(test)]
@@ -159,6 +163,11 @@ mod tests {
     use super::*;
     use crate::domain::oplog::{fold, State};
     use crate::ports::conformance::relay::{chain, device, frontier_of};
+
+    /// The body a put writes for `checkpoint`.
+    fn encode(checkpoint: &Checkpoint) -> Result<Vec<u8>, serde_json::Error> {
+        Ok(encode_with(&EncodedHeader::of(checkpoint)?, checkpoint))
+    }
 
     /// Splits `body` as a read does and decodes it.
     fn decode_body(mut body: Vec<u8>) -> Result<Checkpoint, String> {
