@@ -112,7 +112,8 @@ pub struct DeviceSync {
     frontier: Frontier,
     base: Option<CheckpointId>,
     current_keys: BTreeMap<Scope, (KeyEpoch, SessionKey)>,
-    /// Chains the last pump held back (see [`DeviceSync::pump`]): until a pump takes them, a
+    /// Chains held back (see [`DeviceSync::pump`]): those the last pump that ran to its end
+    /// held back, and any held since by a pump that failed later. Until a pump takes them, a
     /// run committed on one may be unseen, so the fence does not authorise dispatches.
     held_back: BTreeSet<DeviceId>,
 }
