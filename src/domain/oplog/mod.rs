@@ -71,7 +71,9 @@ pub use intent::{
 };
 pub use lease::{check_dispatch, DispatchDecision, Lease, LeaseError, LeaseSlot};
 pub use op::{OpError, OpId, OpPayload, OpRecord, SEALED_NONCE_LEN};
-pub use op_codec::{claimed_op_id, decode_op, encode_op, encode_op_into, OpDecodeError, OP_FORMAT};
+pub use op_codec::{
+    claimed_op_id, decode_op, encode_op, encode_op_into, encoded_len, OpDecodeError, OP_FORMAT,
+};
 pub use payload::{validate_payload, PayloadError, RECORD_KEY_FIELD, TOMBSTONE_FIELD};
 pub use scope::{OrgId, Scope};
 pub use seal::{

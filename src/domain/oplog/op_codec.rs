@@ -91,6 +91,62 @@ pub fn encode_op(op: &OpRecord) -> Vec<u8> {
     out
 }
 
+/// The length of [`encode_op`]'s output for `op`, computed without encoding it (a plain
+/// payload is written out to be measured). Batch limits measure ops by it.
+pub fn encoded_len(op: &OpRecord) -> usize {
+    let prev = match op.prev() {
+        None => 1,
+        Some(_) => 1 + 32,
+    };
+    let payload = match op.payload() {
+        OpPayload::Plain(value) => {
+            let mut json = Vec::new();
+            write_canonical_json(value, &mut json);
+            1 + bytes_len(json.len())
+        }
+        OpPayload::Sealed {
+            key_epoch,
+            ciphertext,
+            ..
+        } => 1 + varint_len(u64::from(*key_epoch)) + SEALED_NONCE_LEN + bytes_len(ciphertext.len()),
+    };
+    1 + 32
+        + 16
+        + varint_len(op.seq().get())
+        + varint_len(op.hlc().wall_ms)
+        + varint_len(u64::from(op.hlc().counter))
+        + prev
+        + bytes_len(display_len(op.scope()))
+        + bytes_len(display_len(op.surface()))
+        + payload
+}
+
+/// The length of `value`'s text form, counted without building it.
+fn display_len(value: &impl std::fmt::Display) -> usize {
+    struct Count(usize);
+    impl std::fmt::Write for Count {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            self.0 += s.len();
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Counting never fails, and `Display` impls only fail when the writer does.
+    let _ = std::fmt::write(&mut count, format_args!("{value}"));
+    count.0
+}
+
+/// Bytes `put_varint` writes for `v`.
+fn varint_len(v: u64) -> usize {
+    let bits = 64 - v.max(1).leading_zeros() as usize;
+    bits.div_ceil(7)
+}
+
+/// Bytes `put_bytes` writes for `len` bytes.
+fn bytes_len(len: usize) -> usize {
+    varint_len(len as u64) + len
+}
+
 fn payload_len_hint(payload: &OpPayload) -> usize {
     match payload {
         OpPayload::Plain(_) => 256,
@@ -289,6 +345,34 @@ mod tests {
             assert_eq!(back.computed_id(), op.op_id());
             assert_eq!(encode_op(&back), bytes);
             assert_eq!(claimed_op_id(&bytes).unwrap(), op.op_id());
+            assert_eq!(encoded_len(&op), bytes.len());
+        }
+    }
+
+    #[test]
+    fn encoded_len_counts_every_varint_width() {
+        for seq in [0, 1, 127, 128, 16_383, 16_384, u64::MAX / 2, u64::MAX] {
+            let prev = (seq > 0).then(|| OpId::from_bytes([3; 32]));
+            for len in [0, 1, 127, 128, 300, 20_000] {
+                let op = OpRecord::new(
+                    Hlc::new(seq, u32::try_from(seq % 300).unwrap(), dev(0xC)),
+                    Seq::new(seq),
+                    prev,
+                    Scope::Personal,
+                    Surface::Conversation,
+                    OpPayload::Sealed {
+                        key_epoch: u32::try_from(seq % 200).unwrap(),
+                        nonce: [1; SEALED_NONCE_LEN],
+                        ciphertext: vec![0; len],
+                    },
+                )
+                .unwrap();
+                assert_eq!(
+                    encoded_len(&op),
+                    encode_op(&op).len(),
+                    "seq {seq}, len {len}"
+                );
+            }
         }
     }
 
@@ -361,6 +445,13 @@ mod tests {
                     prop_assert_eq!(encode_op(&op), input.to_vec());
                 }
             }
+        }
+
+        #[test]
+        fn encoded_len_is_the_encoding_s_length(text in "\\PC{0,300}", seq in 0u64..(1 << 62)) {
+            let prev = (seq > 0).then(|| OpId::from_bytes([4; 32]));
+            let op = plain(seq, prev, json!({"text": text, "n": seq}));
+            prop_assert_eq!(encoded_len(&op), encode_op(&op).len());
         }
 
         #[test]
