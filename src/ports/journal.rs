@@ -28,7 +28,11 @@
 //! - `frontier_reads_back_heads`: [`Journal::frontier`] MUST return the head of every chain
 //!   as last committed (or installed from a base checkpoint), including after a reopen.
 //! - `ops_from_pages_in_order`: [`Journal::ops_from`] MUST return a chain's held ops with
-//!   `seq >= from` in seq order, at most `limit`, byte-identical to what was committed.
+//!   `seq >= from` in seq order, at most `limit.ops` of them, byte-identical to what was
+//!   committed.
+//! - `ops_from_honours_the_byte_budget`: [`Journal::ops_from`] MUST stop before an op that
+//!   would take the ops' encoded size past `limit.bytes`, and MUST return at least one op if
+//!   any is held from `from` on.
 //! - `push_cursor_only_moves_forward`: [`Journal::push_cursor`] starts at seq 0; advancing
 //!   it to a lower seq MUST keep the higher one, and advancing past the chain's next seq MUST
 //!   fail with [`JournalError::CursorBeyondHead`].
@@ -51,7 +55,7 @@ use std::fmt::Debug;
 
 use crate::domain::ids::{DeviceId, Seq};
 use crate::domain::oplog::{Checkpoint, Frontier, OpId, OpRecord};
-use crate::ports::StoreError;
+use crate::ports::{BatchLimit, StoreError};
 
 /// What a commit stored.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -139,12 +143,13 @@ pub trait Journal: Send + Sync + Debug + 'static {
     /// The head of every held chain.
     fn frontier(&self) -> Result<Frontier, JournalError>;
 
-    /// A chain's held ops with `seq >= from`, in seq order, at most `limit`.
+    /// A chain's held ops with `seq >= from`, in seq order, within `limit` (at least one op if
+    /// any is held, whatever its size).
     fn ops_from(
         &self,
         device: DeviceId,
         from: Seq,
-        limit: usize,
+        limit: BatchLimit,
     ) -> Result<Vec<OpRecord>, JournalError>;
 
     /// The next seq of `device`'s chain the relay has not acknowledged receiving.

@@ -4,6 +4,7 @@
 //! [`conformance`] check every adapter against the same clauses.
 
 pub mod auth;
+pub mod batch;
 pub mod clock;
 pub mod cloud;
 pub mod conformance;
@@ -17,6 +18,7 @@ pub mod sink;
 pub mod store;
 
 pub use auth::{AuthContext, AuthError, RefreshToken, TokenPair, TokenRefresher};
+pub use batch::{BatchFill, BatchLimit};
 pub use clock::Clock;
 pub use cloud::{
     AccessToken, CloudDeviceRow, CloudError, CloudMessageRow, CloudRepositoryRow, CloudSessionRow,

@@ -26,7 +26,10 @@
 //!   leave the stored chain unchanged.
 //! - `pull_resumes_from_cursors`: [`Relay::pull`] MUST return, for each device, the stored ops
 //!   with `seq >= cursor` (cursor = the next seq the reader wants; absent devices start at 0) in
-//!   seq order, at most `limit` ops in total, and say whether more remain.
+//!   seq order, at most `limit.ops` ops in total, and say whether more remain.
+//! - `pull_honours_the_byte_budget`: a pull MUST stop before an op that would take the batch's
+//!   encoded size past `limit.bytes`, but MUST return at least one op if any is pending, so a
+//!   single op larger than the budget still moves (see [`BatchLimit`]).
 //! - `pull_after_gc_reports_compaction`: a cursor below the first op still stored for a device
 //!   MUST fail with [`RelayError::Compacted`], naming the first stored seq, so the reader can
 //!   rebase from a checkpoint.
@@ -62,6 +65,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::ids::{DeviceId, Seq};
 use crate::domain::oplog::{Checkpoint, CheckpointError, Frontier, OpId, OpRecord, VerifyError};
+use crate::ports::BatchLimit;
 
 /// Per device, the next seq a reader wants. Devices absent from the map start at seq 0.
 pub type PullCursors = BTreeMap<DeviceId, Seq>;
@@ -205,12 +209,12 @@ pub trait Relay: Send + Sync + Debug + 'static {
         now_ms: u64,
     ) -> Result<PushOutcome, RelayError>;
 
-    /// Ops of every stored chain from the reader's cursors on, at most `limit` in total.
+    /// Ops of every stored chain from the reader's cursors on, within `limit` in total.
     async fn pull(
         &self,
         reader: DeviceId,
         cursors: &PullCursors,
-        limit: usize,
+        limit: BatchLimit,
         now_ms: u64,
     ) -> Result<PullBatch, RelayError>;
 

@@ -29,7 +29,7 @@ use crate::domain::ids::{DeviceId, Seq};
 use crate::domain::oplog::{
     decode_op, encode_op_into, verify_chain, ChainHead, ChainTip, OpRecord, VerifyError, OP_FORMAT,
 };
-use crate::ports::RelayError;
+use crate::ports::{BatchFill, BatchLimit, RelayError};
 
 /// Width of one index entry.
 const ENTRY: u64 = 8;
@@ -119,20 +119,36 @@ impl<'a> ChainFiles<'a> {
         from: Seq,
         n: usize,
     ) -> Result<Vec<OpRecord>, RelayError> {
+        self.read_verified_into(manifest, from, n, &mut BatchLimit::UNLIMITED.fill())
+    }
+
+    /// [`ChainFiles::read_verified`] for the ops `fill` admits too: it measures each record by
+    /// its length in the index, so a record it refuses is never read from the log.
+    pub(crate) fn read_verified_into(
+        &self,
+        manifest: &Manifest,
+        from: Seq,
+        n: usize,
+        fill: &mut BatchFill,
+    ) -> Result<Vec<OpRecord>, RelayError> {
         relay_core::check_cursor(self.device, manifest.base, from)?;
+        let n = n.min(fill.ops_left()) as u64;
         if n == 0 {
             return Ok(Vec::new());
         }
-        let n = n as u64;
+        // The op before `from`, read to anchor the chain check, is not part of the batch.
+        let mut admit = |seq: u64, len: u64| {
+            seq < from.get() || fill.admit(|| usize::try_from(len).unwrap_or(usize::MAX))
+        };
         let (tip, ops) = if from == manifest.first_stored() {
             let tip = ChainTip {
                 device: self.device,
                 head: manifest.base,
             };
-            (tip, self.read_raw(from.get(), n)?)
+            (tip, self.read_raw(from.get(), n, &mut admit)?)
         } else {
             let before = from.get() - 1;
-            let mut ops = self.read_raw(before, n.saturating_add(1))?;
+            let mut ops = self.read_raw(before, n.saturating_add(1), &mut admit)?;
             if ops.is_empty() {
                 return Ok(ops);
             }
@@ -163,7 +179,7 @@ impl<'a> ChainFiles<'a> {
         if head.seq < manifest.first_stored() {
             return Ok(()); // every op was compacted; the base is the head
         }
-        let ops = self.read_raw(head.seq.get(), 1)?;
+        let ops = self.read_raw(head.seq.get(), 1, &mut |_, _| true)?;
         let Some(op) = ops.first() else {
             return Err(corrupt(
                 &self.log_path(self.segment_first(head.seq.get())),
@@ -228,14 +244,14 @@ impl<'a> ChainFiles<'a> {
     }
 
     /// Up to `n` records from `from` on, decoded but not verified; stops at missing data.
-    fn read_raw(&self, from: u64, n: u64) -> Result<Vec<OpRecord>, RelayError> {
+    fn read_raw(&self, from: u64, n: u64, admit: Admit<'_>) -> Result<Vec<OpRecord>, RelayError> {
         let mut out = Vec::with_capacity(usize::try_from(n.min(1024)).unwrap_or(1024));
         let end = from.saturating_add(n);
         let mut seq = from;
         while seq < end {
             let first = self.segment_first(seq);
             let stop = end.min(first.saturating_add(self.segment_ops));
-            let got = self.read_segment(first, seq - first, stop - first, &mut out)?;
+            let got = self.read_segment(first, seq - first, stop - first, &mut out, admit)?;
             if got < stop - seq {
                 break;
             }
@@ -244,14 +260,15 @@ impl<'a> ChainFiles<'a> {
         Ok(out)
     }
 
-    /// Decodes the records at slots `i0..i1` of the segment starting at `first` into `out`;
-    /// returns how many were complete.
+    /// Decodes the records at slots `i0..i1` of the segment starting at `first` into `out`, up
+    /// to the first one `admit` refuses; returns how many were complete and admitted.
     fn read_segment(
         &self,
         first: u64,
         i0: u64,
         i1: u64,
         out: &mut Vec<OpRecord>,
+        admit: Admit<'_>,
     ) -> Result<u64, RelayError> {
         let idx_path = self.idx_path(first);
         let Some(mut idx) = open_existing(&idx_path)? else {
@@ -281,7 +298,15 @@ impl<'a> ChainFiles<'a> {
             return Ok(0);
         };
         let log_len = log.metadata().map_err(io_err("stat", &log_path))?.len();
-        let complete = ends.iter().take_while(|&&end| end <= log_len).count();
+        let mut record_start = start;
+        let complete = (first + i0..)
+            .zip(ends.iter())
+            .take_while(|&(seq, &end)| {
+                let len = end - record_start;
+                record_start = end;
+                end <= log_len && admit(seq, len)
+            })
+            .count();
         let Some(&last_end) = complete.checked_sub(1).and_then(|i| ends.get(i)) else {
             return Ok(0);
         };
@@ -354,6 +379,10 @@ impl<'a> ChainFiles<'a> {
         self.counters.bytes.fetch_add(n as u64, Ordering::Relaxed);
     }
 }
+
+/// Asked for each record about to be read, with its seq and length: whether to read it (and
+/// go on).
+type Admit<'a> = &'a mut dyn FnMut(u64, u64) -> bool;
 
 /// What push planning reads from a chain on disk.
 pub(crate) struct HeldOnDisk<'f, 'a> {

@@ -62,7 +62,9 @@ use self::error::FsRelayError;
 use self::ops::Inner;
 use crate::domain::ids::DeviceId;
 use crate::domain::oplog::{Checkpoint, Frontier, OpRecord};
-use crate::ports::{GcReport, PullBatch, PullCursors, PushOutcome, Relay, RelayError, RosterEntry};
+use crate::ports::{
+    BatchLimit, GcReport, PullBatch, PullCursors, PushOutcome, Relay, RelayError, RosterEntry,
+};
 
 /// How a new relay directory is laid out. Fixed when the directory is created: later opens
 /// use what the directory records.
@@ -175,7 +177,7 @@ impl Relay for FsRelay {
         &self,
         reader: DeviceId,
         cursors: &PullCursors,
-        limit: usize,
+        limit: BatchLimit,
         now_ms: u64,
     ) -> Result<PullBatch, RelayError> {
         let cursors = cursors.clone();
@@ -285,7 +287,7 @@ mod tests {
     #[tokio::test]
     async fn the_directory_keeps_its_chains_and_segment_size_across_opens() {
         use crate::ports::conformance::relay::{chain, device};
-        use crate::ports::{PullCursors, Relay};
+        use crate::ports::{BatchLimit, PullCursors, Relay};
         let relay = temp_relay();
         let a = device(1);
         let ops = chain(a, 5, 1_000);
@@ -295,7 +297,7 @@ mod tests {
             FsRelay::open_with(relay.dir(), FsRelayOptions { segment_ops: 64 }).expect("reopen");
         assert_eq!(again.segment_ops(), 2, "the recorded segment size wins");
         let batch = again
-            .pull(a, &PullCursors::new(), 10, 2)
+            .pull(a, &PullCursors::new(), BatchLimit::ops(10), 2)
             .await
             .expect("pull");
         assert_eq!(batch.ops.get(&a), Some(&ops));
@@ -333,7 +335,7 @@ mod tests {
         use std::io::Write as _;
 
         use crate::ports::conformance::relay::{chain, device};
-        use crate::ports::{PullCursors, Relay};
+        use crate::ports::{BatchLimit, PullCursors, Relay};
         let relay = temp_relay();
         let a = device(1);
         let ops = chain(a, 6, 1_000);
@@ -357,7 +359,7 @@ mod tests {
         // Old records are served; new ones are appended in binary after them.
         assert_eq!(again.push(a, &ops, 2).await.expect("push").accepted, 3);
         let batch = again
-            .pull(a, &PullCursors::new(), 10, 3)
+            .pull(a, &PullCursors::new(), BatchLimit::ops(10), 3)
             .await
             .expect("pull");
         assert_eq!(batch.ops.get(&a), Some(&ops));
@@ -381,7 +383,7 @@ mod tests {
     ) -> (TempRelay, std::path::PathBuf) {
         use crate::domain::ids::Seq;
         use crate::ports::conformance::relay::{chain, checkpoint, device, frontier_of};
-        use crate::ports::{PullBatch, PullCursors, Relay, RelayError};
+        use crate::ports::{BatchLimit, PullBatch, PullCursors, Relay, RelayError};
         let relay = temp_relay();
         let a = device(1);
         let ops = chain(a, 9, 1_000);
@@ -398,8 +400,14 @@ mod tests {
             }) => Some(first_available.get()),
             _ => None,
         };
-        assert_eq!(compacted_at(again.pull(a, &from(0), 10, 2).await), Some(2));
-        let batch = again.pull(a, &from(2), 10, 2).await.expect("pull");
+        assert_eq!(
+            compacted_at(again.pull(a, &from(0), BatchLimit::ops(10), 2).await),
+            Some(2)
+        );
+        let batch = again
+            .pull(a, &from(2), BatchLimit::ops(10), 2)
+            .await
+            .expect("pull");
         assert_eq!(batch.ops.get(&a).map(Vec::as_slice), Some(&ops[2..5]));
 
         assert_eq!(again.push(a, &ops[5..], 3).await.expect("push").accepted, 4);
@@ -408,8 +416,14 @@ mod tests {
         again.put_checkpoint(&covered).await.expect("checkpoint");
         assert_eq!(again.gc(3, 1_000).await.expect("gc").deleted, 4);
         assert!(base_file(&chain_dir, 5).exists());
-        assert_eq!(compacted_at(again.pull(a, &from(2), 10, 4).await), Some(6));
-        let batch = again.pull(a, &from(6), 10, 4).await.expect("pull");
+        assert_eq!(
+            compacted_at(again.pull(a, &from(2), BatchLimit::ops(10), 4).await),
+            Some(6)
+        );
+        let batch = again
+            .pull(a, &from(6), BatchLimit::ops(10), 4)
+            .await
+            .expect("pull");
         assert_eq!(batch.ops.get(&a).map(Vec::as_slice), Some(&ops[6..]));
         (relay, chain_dir)
     }
@@ -451,7 +465,7 @@ mod tests {
     #[tokio::test]
     async fn a_base_file_named_for_another_seq_is_refused() {
         use crate::ports::conformance::relay::{chain, checkpoint, device, frontier_of};
-        use crate::ports::{PullCursors, Relay, RelayError};
+        use crate::ports::{BatchLimit, PullCursors, Relay, RelayError};
         let relay = temp_relay();
         let a = device(1);
         let ops = chain(a, 6, 1_000);
@@ -465,7 +479,9 @@ mod tests {
         relay.gc(1, 1_000).await.expect("gc");
         let chain_dir = relay.dir().join("chains").join(a.to_string());
         std::fs::rename(base_file(&chain_dir, 3), base_file(&chain_dir, 7)).expect("rename");
-        let pulled = relay.pull(a, &PullCursors::new(), 10, 2).await;
+        let pulled = relay
+            .pull(a, &PullCursors::new(), BatchLimit::ops(10), 2)
+            .await;
         assert!(
             matches!(&pulled, Err(RelayError::Corrupt(what)) if what.contains("seq")),
             "{pulled:?}"

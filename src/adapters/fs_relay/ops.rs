@@ -16,7 +16,9 @@ use crate::adapters::atomic_file::{remove_stale_temps, STALE_TEMP_AGE};
 use crate::adapters::relay_core;
 use crate::domain::ids::{DeviceId, Seq};
 use crate::domain::oplog::{ChainHead, Checkpoint, Frontier, OpRecord};
-use crate::ports::{GcReport, PullBatch, PullCursors, PushOutcome, RelayError, RosterEntry};
+use crate::ports::{
+    BatchLimit, GcReport, PullBatch, PullCursors, PushOutcome, RelayError, RosterEntry,
+};
 
 /// The state shared by every call: where the relay lives, its segment size, read counters.
 #[derive(Debug)]
@@ -125,11 +127,11 @@ impl Inner {
         &self,
         reader: DeviceId,
         cursors: &PullCursors,
-        limit: usize,
+        limit: BatchLimit,
         now_ms: u64,
     ) -> Result<PullBatch, RelayError> {
         let mut batch = PullBatch::default();
-        let mut room = limit;
+        let mut fill = limit.fill();
         for device in devices_in(&self.layout.chains_dir(), "")? {
             let files = self.chain(device);
             let _lock = FileLock::shared(&files.lock_path())?;
@@ -144,13 +146,10 @@ impl Inner {
             if available == 0 {
                 continue;
             }
-            let take = available.min(room);
-            batch.more |= take < available;
-            if take == 0 {
-                continue;
-            }
-            let ops = files.read_verified(&manifest, cursor, take)?;
-            room -= ops.len();
+            let ops = files.read_verified_into(&manifest, cursor, available, &mut fill)?;
+            // Fewer ops with room left means committed data has not arrived in the folder
+            // yet (see `read_verified`), which no limit cut short.
+            batch.more |= ops.len() < available && fill.is_full();
             if !ops.is_empty() {
                 batch.ops.insert(device, ops);
             }

@@ -11,8 +11,10 @@ use async_trait::async_trait;
 
 use crate::adapters::relay_core::{self, HeldChain};
 use crate::domain::ids::{DeviceId, Seq};
-use crate::domain::oplog::{ChainHead, Checkpoint, Frontier, OpRecord};
-use crate::ports::{GcReport, PullBatch, PullCursors, PushOutcome, Relay, RelayError, RosterEntry};
+use crate::domain::oplog::{encoded_len, ChainHead, Checkpoint, Frontier, OpRecord};
+use crate::ports::{
+    BatchLimit, GcReport, PullBatch, PullCursors, PushOutcome, Relay, RelayError, RosterEntry,
+};
 
 /// A relay in memory. See the module docs: test and development use only.
 #[derive(Debug, Default)]
@@ -117,7 +119,7 @@ impl Relay for MemoryRelay {
         &self,
         reader: DeviceId,
         cursors: &PullCursors,
-        limit: usize,
+        limit: BatchLimit,
         now_ms: u64,
     ) -> Result<PullBatch, RelayError> {
         let mut state = self.lock();
@@ -126,20 +128,17 @@ impl Relay for MemoryRelay {
             relay_core::check_cursor(*device, chain.base, cursor(device))?;
         }
         let mut batch = PullBatch::default();
-        let mut room = limit;
+        let mut fill = limit.fill();
         for (device, chain) in &state.chains {
             let start = chain.index(cursor(device)).min(chain.ops.len());
             let available = &chain.ops[start..];
-            if available.is_empty() {
-                continue;
-            }
-            let take = available.len().min(room);
-            if take < available.len() {
-                batch.more = true;
-            }
+            let take = available
+                .iter()
+                .take_while(|op| fill.admit(|| encoded_len(op)))
+                .count();
+            batch.more |= take < available.len();
             if take > 0 {
                 batch.ops.insert(*device, available[..take].to_vec());
-                room -= take;
             }
         }
         if let Some(entry) = state.roster.get_mut(&reader) {

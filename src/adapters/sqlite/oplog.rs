@@ -24,7 +24,7 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBe
 
 use crate::domain::ids::{DeviceId, Seq};
 use crate::domain::oplog::{ChainHead, Checkpoint, CheckpointId, Frontier, OpId, OpRecord};
-use crate::ports::{Journal, JournalCommit, JournalError, StoreError};
+use crate::ports::{BatchLimit, Journal, JournalCommit, JournalError, StoreError};
 
 use super::base_file::BaseFiles;
 use super::connection::SqliteOptions;
@@ -32,7 +32,7 @@ use super::error::map_sqlite;
 use super::handle::DbHandle;
 use super::oplog_rows::{
     checkpoint_from_sql, checkpoint_to_sql, frontier_from_sql, head_from_row, op_from_sql,
-    op_id_from_sql, op_to_sql, seq_from_sql, seq_to_sql, HeadRow,
+    op_id_from_sql, op_to_sql, seq_from_sql, seq_to_sql, stored_len, HeadRow,
 };
 use super::SqliteStore;
 
@@ -359,17 +359,24 @@ impl Journal for SqliteJournal {
         &self,
         device: DeviceId,
         from: Seq,
-        limit: usize,
+        limit: BatchLimit,
     ) -> Result<Vec<OpRecord>, JournalError> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(SELECT_OPS_FROM).map_err(sql)?;
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let max_rows = i64::try_from(limit.ops).unwrap_or(i64::MAX);
         let mut rows = stmt
-            .query(params![device.to_string(), seq_to_sql(from)?, limit])
+            .query(params![device.to_string(), seq_to_sql(from)?, max_rows])
             .map_err(sql)?;
+        let mut fill = limit.fill();
         let mut out = Vec::new();
         while let Some(row) = rows.next().map_err(sql)? {
-            out.push(op_from_sql(row.get_ref(0).map_err(sql)?)?);
+            let stored = row.get_ref(0).map_err(sql)?;
+            // A binary record's length is the op's encoded size; a legacy JSON row counts its
+            // text, which is longer, so such a batch only comes out smaller.
+            if !fill.admit(|| stored_len(stored)) {
+                break;
+            }
+            out.push(op_from_sql(stored)?);
         }
         Ok(out)
     }
@@ -535,11 +542,21 @@ mod tests {
         }
         let journal = SqliteJournal::open(&path, SqliteOptions::default()).unwrap();
         let device = ops[0].device();
-        assert_eq!(journal.ops_from(device, Seq::ZERO, 10).unwrap(), &ops[..3]);
+        assert_eq!(
+            journal
+                .ops_from(device, Seq::ZERO, BatchLimit::ops(10))
+                .unwrap(),
+            &ops[..3]
+        );
         // A re-delivered legacy op is a duplicate; a different op at its seq is a fork.
         let counts = journal.commit(&ops).unwrap();
         assert_eq!((counts.duplicates, counts.inserted), (3, 2));
-        assert_eq!(journal.ops_from(device, Seq::ZERO, 10).unwrap(), ops);
+        assert_eq!(
+            journal
+                .ops_from(device, Seq::ZERO, BatchLimit::ops(10))
+                .unwrap(),
+            ops
+        );
         let forged = OpRecord::new(
             ops[1].hlc(),
             Seq::new(1),
@@ -624,7 +641,9 @@ mod tests {
         assert_eq!(base, second);
         base.verify().unwrap();
         assert_eq!(
-            journal.ops_from(ops[0].device(), Seq::ZERO, 10).unwrap(),
+            journal
+                .ops_from(ops[0].device(), Seq::ZERO, BatchLimit::ops(10))
+                .unwrap(),
             ops[5..]
         );
     }

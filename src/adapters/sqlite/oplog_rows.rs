@@ -52,6 +52,14 @@ pub(super) fn op_from_sql(value: ValueRef<'_>) -> Result<OpRecord, StoreError> {
     }
 }
 
+/// How many bytes a stored op takes: its record's length.
+pub(super) fn stored_len(value: ValueRef<'_>) -> usize {
+    match value {
+        ValueRef::Blob(bytes) | ValueRef::Text(bytes) => bytes.len(),
+        _ => 0,
+    }
+}
+
 /// The id a stored op claims, without decoding its payload where the form allows.
 pub(super) fn op_id_from_sql(value: ValueRef<'_>) -> Result<OpId, StoreError> {
     match value {

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use crate::domain::oplog::{seal_checkpoint, Checkpoint, CheckpointId, Frontier, Scope, State};
-use crate::ports::{Journal, JournalError, RelayError};
+use crate::ports::{BatchLimit, Journal, JournalError, RelayError};
 
 use super::replay::{blocking, fold_range, fold_tail, Opener};
 use super::{DeviceSync, SyncError};
@@ -176,7 +176,7 @@ fn state_at(
         None => State::new(),
     };
     for (device, t) in target.iter() {
-        let at = journal.ops_from(*device, t.seq, 1)?;
+        let at = journal.ops_from(*device, t.seq, BatchLimit::ops(1))?;
         let matches = match at.first() {
             Some(op) if op.seq() == t.seq => op.op_id() == t.op_id && op.hlc() == t.hlc,
             // Not in the journal, which starts after `t.seq` on this chain (or holds nothing

@@ -63,6 +63,9 @@ use crate::domain::oplog::{
 };
 use crate::ports::{Clock, Journal, KeyProvider, LeaseCoordinator, Relay};
 
+/// The default [`SyncConfig::batch_bytes`]: 8 MiB.
+pub const DEFAULT_BATCH_BYTES: usize = 8 << 20;
+
 /// Settings of a [`DeviceSync`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SyncConfig {
@@ -78,6 +81,10 @@ pub struct SyncConfig {
     pub push_batch: usize,
     /// Ops pulled per relay call, and journaled per transaction (default 2048).
     pub pull_batch: usize,
+    /// Encoded bytes per push or pull call (default 8 MiB): a batch stops before the op that
+    /// would take it past this, but always holds at least one op, however large. It bounds
+    /// what one batch of large messages (tool output, files) holds in memory at once.
+    pub batch_bytes: usize,
     /// Push or pull calls per pump before it stops and reports `more` (default 64).
     pub max_rounds: usize,
 }
@@ -90,6 +97,7 @@ impl Default for SyncConfig {
             eviction_horizon_ms: 30 * 24 * 60 * 60 * 1000,
             push_batch: 2048,
             pull_batch: 2048,
+            batch_bytes: DEFAULT_BATCH_BYTES,
             max_rounds: 64,
         }
     }

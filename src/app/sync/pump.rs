@@ -7,7 +7,7 @@ use tokio::task::JoinHandle;
 
 use crate::domain::ids::{DeviceId, Seq};
 use crate::domain::oplog::{DriftGuard, OpRecord};
-use crate::ports::{PullBatch, PullCursors, RelayError};
+use crate::ports::{BatchLimit, PullBatch, PullCursors, RelayError};
 
 use super::replay::{blocking, ingest, joined, Opener};
 use super::{DeviceSync, PumpReport, SyncError};
@@ -61,7 +61,8 @@ impl DeviceSync {
     }
 
     async fn push(&mut self, report: &mut PumpReport) -> Result<(), SyncError> {
-        let (device, limit) = (self.device, self.config.push_batch.max(1));
+        let device = self.device;
+        let limit = BatchLimit::new(self.config.push_batch.max(1), self.config.batch_bytes);
         let journal = Arc::clone(&self.journal);
         let mut ops: Vec<OpRecord> = blocking(move || {
             let from = journal.push_cursor(device)?;
@@ -72,24 +73,23 @@ impl DeviceSync {
             let Some(next) = ops.last().map(|op| op.seq().next()) else {
                 return Ok(());
             };
-            let full = ops.len() >= limit;
-            // The next batch is read from the journal while this one is pushed.
-            let ahead = (full && round + 1 < self.config.max_rounds).then(|| {
-                let journal = Arc::clone(&self.journal);
-                tokio::task::spawn_blocking(move || journal.ops_from(device, next, limit))
-            });
+            // The next batch is read from the journal while this one is pushed; after the last
+            // round's push, only whether there is one.
+            let ahead = if round + 1 < self.config.max_rounds {
+                limit
+            } else {
+                BatchLimit::ops(1)
+            };
+            let journal = Arc::clone(&self.journal);
+            let ahead = tokio::task::spawn_blocking(move || journal.ops_from(device, next, ahead));
             let outcome = self.relay.push(device, &ops, self.now_ms()).await?;
             report.pushed += outcome.accepted;
             report.push_duplicates += outcome.duplicates;
             let journal = Arc::clone(&self.journal);
             blocking(move || Ok(journal.advance_push_cursor(device, next)?)).await?;
-            ops = match ahead {
-                Some(task) => joined(task).await??,
-                None if full => break,
-                None => return Ok(()),
-            };
+            ops = joined(ahead).await??;
         }
-        report.more = true;
+        report.more = !ops.is_empty();
         Ok(())
     }
 
@@ -99,7 +99,7 @@ impl DeviceSync {
         &mut self,
         report: &mut PumpReport,
     ) -> Result<BTreeMap<DeviceId, SyncError>, SyncError> {
-        let limit = self.config.pull_batch.max(1);
+        let limit = BatchLimit::new(self.config.pull_batch.max(1), self.config.batch_bytes);
         let mut held = BTreeMap::new();
         // The next batch, pulled while the current one is verified, opened and journaled.
         let mut ahead: Option<PullAhead> = None;
@@ -201,7 +201,7 @@ struct PullAhead {
 }
 
 impl PullAhead {
-    fn start(sync: &DeviceSync, cursors: PullCursors, limit: usize) -> Self {
+    fn start(sync: &DeviceSync, cursors: PullCursors, limit: BatchLimit) -> Self {
         let (relay, device, now) = (Arc::clone(&sync.relay), sync.device, sync.now_ms());
         let from = cursors.clone();
         let task = tokio::spawn(async move { relay.pull(device, &from, limit, now).await });
@@ -246,7 +246,7 @@ mod tests {
     use crate::domain::oplog::{OpAuthor, OpPayload, OpRecord, Scope, Surface};
     use crate::ports::lease::MockLeaseCoordinator;
     use crate::ports::relay::MockRelay;
-    use crate::ports::{Journal, PullBatch, PullCursors, PushOutcome, RelayError};
+    use crate::ports::{BatchLimit, Journal, PullBatch, PullCursors, PushOutcome, RelayError};
 
     fn local() -> DeviceId {
         DeviceId::from_uuid(Uuid::from_u128(0xA)).unwrap()
@@ -360,13 +360,13 @@ mod tests {
         relay.expect_ack().returning(|_, _, _| Ok(()));
         relay
             .expect_pull()
-            .returning(move |_, cursors: &PullCursors, limit, _| {
+            .returning(move |_, cursors: &PullCursors, limit: BatchLimit, _| {
                 pulls.lock().unwrap().push(cursors.clone());
                 if let Some(answer) = on_pull(cursors) {
                     return answer;
                 }
                 let from = cursors.get(&remote).map_or(0, |s| s.get() as usize);
-                let end = (from + limit).min(chain.len());
+                let end = (from + limit.ops).min(chain.len());
                 let mut batch = PullBatch {
                     more: end < chain.len(),
                     ..PullBatch::default()
@@ -392,7 +392,9 @@ mod tests {
 
     /// The ops of `device`'s chain the journal holds.
     fn held(journal: &SqliteJournal, device: DeviceId) -> Vec<OpRecord> {
-        journal.ops_from(device, Seq::ZERO, 100).unwrap()
+        journal
+            .ops_from(device, Seq::ZERO, BatchLimit::ops(100))
+            .unwrap()
     }
 
     #[tokio::test]

@@ -17,12 +17,13 @@ use crate::domain::oplog::{
     verify_chain, ChainTip, Checkpoint, CheckpointId, DriftGuard, FoldError, Frontier, OpPayload,
     OpRecord, Scope, State, VerifyError,
 };
-use crate::ports::{Journal, KeyError, KeyProvider};
+use crate::ports::{BatchLimit, Journal, KeyError, KeyProvider};
 
 use super::error::SyncError;
+use super::DEFAULT_BATCH_BYTES;
 
 /// Ops read from the journal per query while replaying.
-const PAGE: usize = 512;
+const PAGE: BatchLimit = BatchLimit::new(512, DEFAULT_BATCH_BYTES);
 
 /// Runs `work` on tokio's blocking pool. A panic in `work` is resumed on the caller.
 pub(super) async fn blocking<T: Send + 'static>(
@@ -211,7 +212,7 @@ pub(super) fn ingest(
             Some(head) if op.seq() <= head.seq => {
                 if op.seq() == head.seq {
                     // Same id: still make sure the content really hashes to it.
-                    let held = journal.ops_from(op.device(), op.seq(), 1)?;
+                    let held = journal.ops_from(op.device(), op.seq(), BatchLimit::ops(1))?;
                     if let Some(held) = held.first() {
                         check_against_held(&op, held)?;
                     }

@@ -23,7 +23,8 @@ use crate::domain::oplog::{
     ChainHead, ChainTip, Checkpoint, Frontier, Hlc, OpAuthor, OpId, OpPayload, OpRecord, Scope,
     State, Surface,
 };
-use crate::ports::{Journal, JournalCommit, JournalError};
+use crate::ports::conformance::relay::{bulky_chain, encoded_size};
+use crate::ports::{BatchLimit, Journal, JournalCommit, JournalError};
 
 /// Calls `$m!(clause)` for every clause, so the list lives in one place.
 #[macro_export]
@@ -36,6 +37,7 @@ macro_rules! __journal_clauses {
         $m!(fork_is_refused);
         $m!(frontier_reads_back_heads);
         $m!(ops_from_pages_in_order);
+        $m!(ops_from_honours_the_byte_budget);
         $m!(push_cursor_only_moves_forward);
         $m!(install_base_supersedes_covered_ops);
         $m!(install_base_refuses_forks_and_regressions);
@@ -94,7 +96,8 @@ fn frontier_of(heads: &[&OpRecord]) -> Frontier {
 }
 
 fn held(j: &dyn Journal, device: DeviceId) -> Vec<OpRecord> {
-    j.ops_from(device, Seq::ZERO, 1_000).expect("ops_from")
+    j.ops_from(device, Seq::ZERO, BatchLimit::ops(1_000))
+        .expect("ops_from")
 }
 
 /// `commit_is_atomic`: a batch with one bad op stores nothing.
@@ -206,19 +209,22 @@ pub fn frontier_reads_back_heads(j: &dyn Journal) {
 pub fn ops_from_pages_in_order(j: &dyn Journal) {
     let a = chain(dev(1), 5, "a");
     j.commit(&a).expect("commit");
-    let page = j.ops_from(dev(1), Seq::new(1), 2).expect("page");
+    let page = j
+        .ops_from(dev(1), Seq::new(1), BatchLimit::ops(2))
+        .expect("page");
     assert_eq!(page, a[1..3], "ops_from_pages_in_order: middle page");
     assert_eq!(
-        j.ops_from(dev(1), Seq::new(4), 10).expect("tail"),
+        j.ops_from(dev(1), Seq::new(4), BatchLimit::ops(10))
+            .expect("tail"),
         a[4..],
         "ops_from_pages_in_order: last page"
     );
     assert!(j
-        .ops_from(dev(1), Seq::new(5), 10)
+        .ops_from(dev(1), Seq::new(5), BatchLimit::ops(10))
         .expect("past")
         .is_empty());
     assert!(j
-        .ops_from(dev(9), Seq::ZERO, 10)
+        .ops_from(dev(9), Seq::ZERO, BatchLimit::ops(10))
         .expect("unknown")
         .is_empty());
     for op in page {
@@ -228,6 +234,27 @@ pub fn ops_from_pages_in_order(j: &dyn Journal) {
             "ops_from_pages_in_order: altered op"
         );
     }
+}
+
+/// `ops_from_honours_the_byte_budget`: stops before the op that would pass `limit.bytes`,
+/// but returns at least one.
+pub fn ops_from_honours_the_byte_budget(j: &dyn Journal) {
+    let a = bulky_chain(dev(1), 5, 1_000, 4096);
+    j.commit(&a).expect("commit");
+    let within = |from: u64, ops: usize, bytes: usize| {
+        j.ops_from(dev(1), Seq::new(from), BatchLimit::new(ops, bytes))
+            .expect("ops_from within a byte budget")
+    };
+    let three = encoded_size(&a[1..4]);
+    assert_eq!(within(1, 10, three), a[1..4], "exactly three ops' size");
+    assert_eq!(within(1, 10, three - 1), a[1..3], "one byte short of three");
+    assert_eq!(within(1, 2, three), a[1..3], "the op count still bounds");
+    assert_eq!(
+        within(2, 10, 1),
+        a[2..3],
+        "one op, however small the budget"
+    );
+    assert_eq!(within(0, 10, usize::MAX), a, "no byte bound");
 }
 
 /// `push_cursor_only_moves_forward`: starts at 0, keeps the higher, cannot pass the head.

@@ -25,11 +25,11 @@ use uuid::Uuid;
 
 use crate::domain::ids::{DeviceId, Seq};
 use crate::domain::oplog::{
-    fold, ChainHead, ChainTip, Checkpoint, CheckpointError, Frontier, Hlc, OpAuthor, OpId,
-    OpPayload, OpRecord, Scope, Surface, VerifyError,
+    encoded_len, fold, ChainHead, ChainTip, Checkpoint, CheckpointError, Frontier, Hlc, OpAuthor,
+    OpId, OpPayload, OpRecord, Scope, Surface, VerifyError, SEALED_NONCE_LEN,
 };
 use crate::ports::{
-    PullBatch, PullCursors, Relay, RelayError, RosterEntry, LAST_SEEN_RESOLUTION_MS,
+    BatchLimit, PullBatch, PullCursors, Relay, RelayError, RosterEntry, LAST_SEEN_RESOLUTION_MS,
 };
 
 mod pull;
@@ -37,7 +37,8 @@ mod push;
 mod roster;
 
 pub use self::pull::{
-    gc_keeps_everything_not_covered, pull_after_gc_reports_compaction, pull_resumes_from_cursors,
+    gc_keeps_everything_not_covered, pull_after_gc_reports_compaction,
+    pull_honours_the_byte_budget, pull_resumes_from_cursors,
 };
 pub use self::push::{
     fork_is_refused, push_accepts_own_ops_only, push_is_chain_checked, push_requires_registration,
@@ -60,6 +61,7 @@ macro_rules! __relay_clauses {
         $m!(repush_is_deduplicated);
         $m!(fork_is_refused);
         $m!(pull_resumes_from_cursors);
+        $m!(pull_honours_the_byte_budget);
         $m!(pull_after_gc_reports_compaction);
         $m!(roster_tracks_last_seen_and_acks);
         $m!(ack_never_moves_backwards);
@@ -101,7 +103,15 @@ pub fn device(n: u128) -> DeviceId {
     .expect("non-nil device id")
 }
 
-fn authored(device: DeviceId, n: usize, first_wall_ms: u64, tag: &str) -> Vec<OpRecord> {
+/// `n` personal ops authored by `device` on `surface`, stamped from `first_wall_ms` one
+/// millisecond apart, op `i` carrying `payload(i)`.
+fn authored_with(
+    device: DeviceId,
+    n: usize,
+    first_wall_ms: u64,
+    surface: &Surface,
+    payload: impl Fn(usize) -> OpPayload,
+) -> Vec<OpRecord> {
     let mut author = OpAuthor::new(device);
     (0..n)
         .map(|i| {
@@ -109,18 +119,46 @@ fn authored(device: DeviceId, n: usize, first_wall_ms: u64, tag: &str) -> Vec<Op
                 .append(
                     first_wall_ms + i as u64,
                     Scope::Personal,
-                    Surface::Run,
-                    OpPayload::Plain(json!({ "step": i, "tag": tag })),
+                    surface.clone(),
+                    payload(i),
                 )
                 .expect("authoring a valid op")
         })
         .collect()
 }
 
+fn authored(device: DeviceId, n: usize, first_wall_ms: u64, tag: &str) -> Vec<OpRecord> {
+    authored_with(device, n, first_wall_ms, &Surface::Run, |i| {
+        OpPayload::Plain(json!({ "step": i, "tag": tag }))
+    })
+}
+
 /// A valid chain of `n` ops authored by `device`, stamped from `first_wall_ms` one millisecond
 /// apart.
 pub fn chain(device: DeviceId, n: usize, first_wall_ms: u64) -> Vec<OpRecord> {
     authored(device, n, first_wall_ms, "main")
+}
+
+/// A valid chain of `n` ops authored by `device` whose payloads are sealed-looking blobs of
+/// `payload_bytes` bytes each (relays and journals never open payloads), for byte budgets.
+pub fn bulky_chain(
+    device: DeviceId,
+    n: usize,
+    first_wall_ms: u64,
+    payload_bytes: usize,
+) -> Vec<OpRecord> {
+    authored_with(device, n, first_wall_ms, &Surface::Conversation, |i| {
+        OpPayload::Sealed {
+            key_epoch: 1,
+            nonce: [0x5E; SEALED_NONCE_LEN],
+            ciphertext: vec![i as u8; payload_bytes],
+        }
+    })
+}
+
+/// The summed encoded size of `ops`, as [`BatchLimit`] measures it.
+pub fn encoded_size(ops: &[OpRecord]) -> usize {
+    ops.iter().map(encoded_len).sum()
 }
 
 /// Another valid chain of the same device: same seqs, different ops (a fork of [`chain`]).
@@ -163,7 +201,7 @@ async fn pull_all(
     now_ms: u64,
 ) -> PullBatch {
     relay
-        .pull(reader, cursors, usize::MAX, now_ms)
+        .pull(reader, cursors, BatchLimit::ops(usize::MAX), now_ms)
         .await
         .expect("pull")
 }

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use rand::rngs::StdRng;
@@ -13,15 +13,15 @@ use tandem::adapters::keys::StaticKeyProvider;
 use tandem::adapters::memory::{InMemoryLeaseCoordinator, MemoryRelay};
 use tandem::adapters::sqlite::{SqliteJournal, SqliteOptions};
 use tandem::adapters::system::ManualClock;
-use tandem::app::sync::DeviceSync;
+use tandem::app::sync::{DeviceSync, SyncConfig};
 use tandem::domain::crypto::{KeyEpoch, SessionKey};
 use tandem::domain::ids::DeviceId;
-use tandem::domain::oplog::{Checkpoint, Frontier, OpPayload, OpRecord, Scope};
+use tandem::domain::oplog::{encoded_len, Checkpoint, Frontier, OpPayload, OpRecord, Scope};
 use tandem::domain::oplog::{Turn, DEFAULT_MAX_DRIFT_MS};
 use tandem::domain::Role;
 use tandem::ports::{
-    Clock, GcReport, Journal, KeyProvider, LeaseCoordinator, PullBatch, PullCursors, PushOutcome,
-    Relay, RelayError, RosterEntry,
+    BatchLimit, Clock, GcReport, Journal, KeyProvider, LeaseCoordinator, PullBatch, PullCursors,
+    PushOutcome, Relay, RelayError, RosterEntry,
 };
 use uuid::Uuid;
 
@@ -102,6 +102,27 @@ impl World {
         .expect("open device")
     }
 
+    /// Device `n` on a fresh in-memory journal, shared keys, with `config`.
+    pub async fn device_with(
+        &self,
+        n: u128,
+        clock: &Arc<ManualClock>,
+        config: SyncConfig,
+    ) -> DeviceSync {
+        DeviceSync::builder(
+            memory_journal(),
+            Arc::clone(&self.relay),
+            Arc::clone(&self.leases),
+            Arc::clone(&self.keys),
+        )
+        .clock(Arc::clone(clock) as Arc<dyn Clock>)
+        .device_candidate(dev(n))
+        .config(config)
+        .open()
+        .await
+        .expect("open device")
+    }
+
     /// Device `n` on a fresh in-memory journal, shared keys, E2E on.
     pub async fn device(&self, n: u128, clock: &Arc<ManualClock>) -> DeviceSync {
         self.device_on(
@@ -177,6 +198,10 @@ pub struct FaultyRelay {
     pub lose_push_replies: AtomicUsize,
     /// Fail this many acks after they were stored.
     pub lose_ack_replies: AtomicUsize,
+    /// Each push's ops so far: how many, and their encoded size.
+    pub pushes: Mutex<Vec<(usize, usize)>>,
+    /// Each pull's answer so far: how many ops, and their encoded size.
+    pub pulls: Mutex<Vec<(usize, usize)>>,
 }
 
 impl FaultyRelay {
@@ -188,6 +213,8 @@ impl FaultyRelay {
             readdress: AtomicBool::new(false),
             lose_push_replies: AtomicUsize::new(0),
             lose_ack_replies: AtomicUsize::new(0),
+            pushes: Mutex::default(),
+            pulls: Mutex::default(),
         }
     }
 }
@@ -242,6 +269,8 @@ impl Relay for FaultyRelay {
         ops: &[OpRecord],
         now_ms: u64,
     ) -> Result<PushOutcome, RelayError> {
+        let size = ops.iter().map(encoded_len).sum();
+        self.pushes.lock().expect("pushes").push((ops.len(), size));
         let outcome = self.inner.push(device, ops, now_ms).await?;
         if take(&self.lose_push_replies) {
             return Err(lost());
@@ -253,10 +282,12 @@ impl Relay for FaultyRelay {
         &self,
         reader: DeviceId,
         cursors: &PullCursors,
-        limit: usize,
+        limit: BatchLimit,
         now_ms: u64,
     ) -> Result<PullBatch, RelayError> {
         let mut batch = self.inner.pull(reader, cursors, limit, now_ms).await?;
+        let size = batch.ops.values().flatten().map(encoded_len).sum();
+        self.pulls.lock().expect("pulls").push((batch.len(), size));
         let tamper = self.tamper.load(Ordering::SeqCst);
         let readdress_first = self.readdress.load(Ordering::SeqCst);
         if tamper || readdress_first {

@@ -6,7 +6,7 @@ use serde_json::json;
 use tandem::adapters::sqlite::{SqliteJournal, SqliteOptions, SqliteStore};
 use tandem::domain::ids::{DeviceId, Seq};
 use tandem::domain::oplog::{OpAuthor, OpPayload, Scope, Surface};
-use tandem::ports::{Journal, Store};
+use tandem::ports::{BatchLimit, Journal, Store};
 
 /// A file journal in a temp dir that lives as long as the journal.
 pub struct TempJournal {
@@ -69,7 +69,12 @@ fn the_journal_shares_the_store_file_and_device_id_and_survives_reopen() {
 
     let reopened = SqliteJournal::open(&path, SqliteOptions::default()).expect("reopen");
     assert_eq!(reopened.frontier().expect("frontier"), frontier);
-    assert_eq!(reopened.ops_from(device, Seq::ZERO, 10).expect("ops"), ops);
+    assert_eq!(
+        reopened
+            .ops_from(device, Seq::ZERO, BatchLimit::ops(10))
+            .expect("ops"),
+        ops
+    );
     assert_eq!(reopened.push_cursor(device).expect("cursor"), Seq::new(2));
     let in_memory = SqliteStore::open_in_memory(SqliteOptions::default()).expect("memory store");
     assert!(SqliteJournal::beside(&in_memory).is_err());

@@ -1,5 +1,6 @@
 //! Device sync: key providers, the SQLite journal and the `DeviceSync` session.
 
+mod batches;
 mod checkpoints;
 mod convergence;
 mod fence;

@@ -23,7 +23,7 @@ use tandem::adapters::fs_relay::FsRelay;
 use tandem::domain::oplog::{verify_chain, ChainHead, ChainTip, Frontier, OpRecord};
 use tandem::domain::{DeviceId, Seq};
 use tandem::ports::conformance::relay::{chain, checkpoint, device, frontier_of};
-use tandem::ports::{PullBatch, PullCursors, Relay, RelayError};
+use tandem::ports::{BatchLimit, PullBatch, PullCursors, Relay, RelayError};
 
 use super::support::{runtime, TempDir};
 
@@ -77,7 +77,7 @@ async fn participate(dir: &Path, me: u64, seed: u64) {
         );
         pushed += n;
         let batch = relay
-            .pull(my_device, &cursors(&their_tip), 64, round)
+            .pull(my_device, &cursors(&their_tip), BatchLimit::ops(64), round)
             .await
             .expect("pull");
         if let Some(new) = batch.ops.get(&other) {
@@ -100,7 +100,7 @@ async fn participate(dir: &Path, me: u64, seed: u64) {
         assert!(Instant::now() < deadline, "the other chain never completed");
         round += 1;
         let batch = relay
-            .pull(my_device, &cursors(&their_tip), 64, round)
+            .pull(my_device, &cursors(&their_tip), BatchLimit::ops(64), round)
             .await
             .expect("pull");
         let Some(new) = batch.ops.get(&other) else {
@@ -236,7 +236,10 @@ async fn pull_what_is_kept(relay: &FsRelay) -> (PullBatch, PullCursors) {
     let mut cursors = PullCursors::new();
     // Bounded: each refusal moves one of the two chains' cursors to what is kept.
     for _ in 0..=2 {
-        match relay.pull(device(99), &cursors, usize::MAX, 1_000).await {
+        match relay
+            .pull(device(99), &cursors, BatchLimit::ops(usize::MAX), 1_000)
+            .await
+        {
             Ok(batch) => return (batch, cursors),
             Err(RelayError::Compacted {
                 device,

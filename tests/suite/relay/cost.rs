@@ -4,8 +4,8 @@
 use tandem::adapters::fs_relay::{FsRelay, FsRelayStats};
 use tandem::domain::oplog::OpRecord;
 use tandem::domain::Seq;
-use tandem::ports::conformance::relay::{chain, device};
-use tandem::ports::{PullCursors, Relay};
+use tandem::ports::conformance::relay::{bulky_chain, chain, device, encoded_size};
+use tandem::ports::{BatchLimit, PullCursors, Relay};
 
 use super::support::TempDir;
 
@@ -60,7 +60,7 @@ async fn pushing_and_pulling_new_ops_reads_only_them() {
     let cursors = PullCursors::from([(a, Seq::new(STORED as u64)), (b, Seq::new(3))]);
     let before = relay.stats();
     let batch = relay
-        .pull(reader, &cursors, 100, 3)
+        .pull(reader, &cursors, BatchLimit::ops(100), 3)
         .await
         .expect("pull new ops");
     assert_eq!(batch.ops.get(&a).map(Vec::as_slice), Some(&ops[STORED..]));
@@ -78,7 +78,7 @@ async fn pushing_and_pulling_new_ops_reads_only_them() {
     let middle = PullCursors::from([(a, Seq::new(2_500)), (b, Seq::new(3))]);
     let before = relay.stats();
     let page = relay
-        .pull(reader, &middle, NEW, 4)
+        .pull(reader, &middle, BatchLimit::ops(NEW), 4)
         .await
         .expect("pull a page");
     assert_eq!(
@@ -95,10 +95,40 @@ async fn pushing_and_pulling_new_ops_reads_only_them() {
     // The counters do count: a full pull reads the whole history.
     let before = relay.stats();
     let all = relay
-        .pull(reader, &PullCursors::new(), usize::MAX, 5)
+        .pull(reader, &PullCursors::new(), BatchLimit::ops(usize::MAX), 5)
         .await
         .expect("full pull");
     assert_eq!(all.len(), STORED + NEW + 3);
     let full = delta(relay.stats(), before);
     assert!(full.records_read >= (STORED + NEW) as u64, "{full:?}");
+}
+
+#[tokio::test]
+async fn a_byte_budget_leaves_the_records_it_refuses_unread() {
+    const SIZE: usize = 64 * 1024;
+    let dir = TempDir::new();
+    let (a, reader) = (device(1), device(3));
+    let ops = bulky_chain(a, 16, 1_000, SIZE);
+    let relay = dir.relay(1_024);
+    for d in [a, reader] {
+        relay.register(d, 1).await.expect("register");
+    }
+    relay.push(a, &ops, 1).await.expect("push");
+
+    let relay = FsRelay::open(dir.path()).expect("reopen");
+    let before = relay.stats();
+    let budget = encoded_size(&ops[..2]);
+    let batch = relay
+        .pull(reader, &PullCursors::new(), BatchLimit::new(100, budget), 2)
+        .await
+        .expect("pull within the budget");
+    assert_eq!(batch.ops.get(&a).map(Vec::as_slice), Some(&ops[..2]));
+    assert!(batch.more);
+    let read = delta(relay.stats(), before);
+    assert_eq!(read.records_read, 2, "{read:?}");
+    // Two records and their index entries; not one byte of the fourteen refused records.
+    assert!(
+        read.bytes_read < 3 * SIZE as u64,
+        "a budget of two {SIZE}-byte ops read {read:?}"
+    );
 }

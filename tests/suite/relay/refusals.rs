@@ -10,13 +10,13 @@ use tandem::adapters::memory::MemoryRelay;
 use tandem::domain::oplog::{OpRecord, VerifyError};
 use tandem::domain::{DeviceId, Seq};
 use tandem::ports::conformance::relay::{chain, device, rival_chain, tampered};
-use tandem::ports::{PullCursors, Relay, RelayError};
+use tandem::ports::{BatchLimit, PullCursors, Relay, RelayError};
 
 use super::support::{snapshot, TempDir};
 
 async fn held(relay: &dyn Relay) -> BTreeMap<DeviceId, Vec<OpRecord>> {
     relay
-        .pull(device(99), &PullCursors::new(), 1_000, 5)
+        .pull(device(99), &PullCursors::new(), BatchLimit::ops(1_000), 5)
         .await
         .expect("pull")
         .ops

@@ -14,7 +14,7 @@ use tandem::adapters::fs_relay::FsRelay;
 use tandem::domain::oplog::OpRecord;
 use tandem::domain::DeviceId;
 use tandem::ports::conformance::relay::{chain, checkpoint, device, frontier_of};
-use tandem::ports::{PullCursors, Relay, RelayError};
+use tandem::ports::{BatchLimit, PullCursors, Relay, RelayError};
 
 use super::support::{base_file, checkpoint_file, copy_dir, manifest, snapshot, TempDir};
 
@@ -143,13 +143,18 @@ async fn gc_on_one_machine_and_pushes_on_another_change_no_common_file() {
         }
         let relay = FsRelay::open(merged.path()).expect("open merged");
         let batch = relay
-            .pull(device(99), &cursors(&[(f.a, 4), (f.b, 2)]), 100, 30)
+            .pull(
+                device(99),
+                &cursors(&[(f.a, 4), (f.b, 2)]),
+                BatchLimit::ops(100),
+                30,
+            )
             .await
             .expect("pull past the bases");
         assert_eq!(batch.ops.get(&f.a).map(Vec::as_slice), Some(&f.ops_a[4..]));
         assert_eq!(batch.ops.get(&f.b).map(Vec::as_slice), Some(&f.ops_b[2..]));
         assert!(matches!(
-            relay.pull(device(99), &PullCursors::new(), 100, 30).await,
+            relay.pull(device(99), &PullCursors::new(), BatchLimit::ops(100), 30).await,
             Err(RelayError::Compacted { device, first_available })
                 if device == f.a && first_available.get() == 4
         ));
@@ -189,7 +194,12 @@ async fn a_manifest_older_than_the_base_file_reads_as_ending_at_the_base() {
 
     let behind = FsRelay::open(root).expect("open");
     let batch = behind
-        .pull(device(99), &cursors(&[(f.a, 4), (f.b, 2)]), 100, 30)
+        .pull(
+            device(99),
+            &cursors(&[(f.a, 4), (f.b, 2)]),
+            BatchLimit::ops(100),
+            30,
+        )
         .await
         .expect("pull");
     assert_eq!(
@@ -199,7 +209,7 @@ async fn a_manifest_older_than_the_base_file_reads_as_ending_at_the_base() {
     );
     assert_eq!(batch.ops.get(&f.b).map(Vec::as_slice), Some(&f.ops_b[2..]));
     assert!(matches!(
-        behind.pull(device(99), &cursors(&[(f.a, 1)]), 100, 30).await,
+        behind.pull(device(99), &cursors(&[(f.a, 1)]), BatchLimit::ops(100), 30).await,
         Err(RelayError::Compacted { device, first_available })
             if device == f.a && first_available.get() == 4
     ));
@@ -207,7 +217,12 @@ async fn a_manifest_older_than_the_base_file_reads_as_ending_at_the_base() {
     // The manifest arrives.
     fs::write(manifest(root, f.a), &current).expect("manifest arrives");
     let batch = behind
-        .pull(device(99), &cursors(&[(f.a, 4), (f.b, 4)]), 100, 30)
+        .pull(
+            device(99),
+            &cursors(&[(f.a, 4), (f.b, 4)]),
+            BatchLimit::ops(100),
+            30,
+        )
         .await
         .expect("pull");
     assert_eq!(batch.ops.get(&f.a).map(Vec::as_slice), Some(&f.ops_a[4..6]));
@@ -246,10 +261,14 @@ async fn the_owner_pushes_on_a_copy_with_gcs_deletions_but_not_its_base_file() {
     // Until the base files arrive, the ops before the cursors (which link the answer) are
     // missing: the answer ends early, with no error and nothing unverified.
     let past_bases = cursors(&[(f.a, 4), (f.b, 2)]);
-    let batch = relay.pull(device(99), &past_bases, 100, 30).await;
+    let batch = relay
+        .pull(device(99), &past_bases, BatchLimit::ops(100), 30)
+        .await;
     assert!(batch.expect("pull").ops.is_empty());
     deliver(root, &late);
-    let batch = relay.pull(device(99), &past_bases, 100, 30).await;
+    let batch = relay
+        .pull(device(99), &past_bases, BatchLimit::ops(100), 30)
+        .await;
     let batch = batch.expect("pull");
     assert_eq!(batch.ops.get(&f.a).map(Vec::as_slice), Some(&f.ops_a[4..]));
     assert_eq!(batch.ops.get(&f.b).map(Vec::as_slice), Some(&more[2..]));
@@ -292,13 +311,18 @@ async fn two_gcs_at_once_leave_both_bases_and_the_newer_one_wins() {
         // Pulls go on past the newer base at once.
         let relay = FsRelay::open(root).expect("open merged");
         let batch = relay
-            .pull(device(99), &cursors(&[(f.a, 4), (f.b, 2)]), 100, 30)
+            .pull(
+                device(99),
+                &cursors(&[(f.a, 4), (f.b, 2)]),
+                BatchLimit::ops(100),
+                30,
+            )
             .await
             .expect("pull past the bases");
         assert_eq!(batch.ops.get(&f.a).map(Vec::as_slice), Some(&f.ops_a[4..6]));
         assert_eq!(batch.ops.get(&f.b).map(Vec::as_slice), Some(&f.ops_b[2..]));
         assert!(matches!(
-            relay.pull(device(99), &cursors(&[(f.a, 2)]), 100, 30).await,
+            relay.pull(device(99), &cursors(&[(f.a, 2)]), BatchLimit::ops(100), 30).await,
             Err(RelayError::Compacted { device, first_available })
                 if device == f.a && first_available.get() == 4
         ));
@@ -319,14 +343,19 @@ async fn two_gcs_at_once_leave_both_bases_and_the_newer_one_wins() {
         assert!(base_file(root, f.a, 5).exists());
         assert!(!base_file(root, f.a, 1).exists() && !base_file(root, f.a, 3).exists());
         let batch = relay
-            .pull(device(99), &cursors(&[(f.a, 6), (f.b, 2)]), 100, 30)
+            .pull(
+                device(99),
+                &cursors(&[(f.a, 6), (f.b, 2)]),
+                BatchLimit::ops(100),
+                30,
+            )
             .await;
         assert_eq!(
             batch.expect("pull").ops.get(&f.a).map(Vec::as_slice),
             Some(&f.ops_a[6..8])
         );
         assert!(matches!(
-            relay.pull(device(99), &cursors(&[(f.a, 4)]), 100, 30).await,
+            relay.pull(device(99), &cursors(&[(f.a, 4)]), BatchLimit::ops(100), 30).await,
             Err(RelayError::Compacted { device, first_available })
                 if device == f.a && first_available.get() == 6
         ));

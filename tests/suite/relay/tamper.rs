@@ -16,7 +16,7 @@ use tandem::domain::ids::Seq;
 use tandem::domain::oplog::{Checkpoint, OpRecord};
 use tandem::domain::DeviceId;
 use tandem::ports::conformance::relay::{chain, checkpoint, device, frontier_of};
-use tandem::ports::{PullCursors, Relay, RelayError};
+use tandem::ports::{BatchLimit, PullCursors, Relay, RelayError};
 
 use super::support::{
     base_file, checkpoint_file, copy_dir, manifest, roster_file, runtime, segment_idx, segment_log,
@@ -102,7 +102,10 @@ impl Workspace {
 /// A fresh relay's pull must be a typed refusal or a prefix of every original chain.
 async fn pull_is_prefix_or_refused(relay: FsRelay, original: &Original, case: &str, t: &mut Tally) {
     let reader = device(99); // unregistered: pulling writes nothing
-    match relay.pull(reader, &PullCursors::new(), 1_000, 10).await {
+    match relay
+        .pull(reader, &PullCursors::new(), BatchLimit::ops(1_000), 10)
+        .await
+    {
         Ok(batch) => {
             let mut complete = true;
             for (d, ops) in &batch.ops {
@@ -307,14 +310,19 @@ fn every_bit_flip_and_truncation_of_a_base_file_is_refused() {
         }
         for (case, damaged) in &cases {
             let relay = work.damaged(&target, damaged, case);
-            match relay.pull(device(99), &past_base, 100, 10).await {
+            match relay
+                .pull(device(99), &past_base, BatchLimit::ops(100), 10)
+                .await
+            {
                 Err(RelayError::Corrupt(_)) => {}
                 other => panic!("{case}: expected Corrupt, got {other:?}"),
             }
             work.restore(&target);
         }
         let intact = work.damaged(&target, &bytes, "base file: intact");
-        let batch = intact.pull(device(99), &past_base, 100, 10).await;
+        let batch = intact
+            .pull(device(99), &past_base, BatchLimit::ops(100), 10)
+            .await;
         assert_eq!(
             batch.expect("pull").ops.get(&a).map(Vec::as_slice),
             Some(&ops[2..])

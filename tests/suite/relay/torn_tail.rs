@@ -9,7 +9,7 @@ use std::path::Path;
 use tandem::adapters::fs_relay::FsRelay;
 use tandem::domain::oplog::{encode_op, OpRecord};
 use tandem::ports::conformance::relay::{chain, device, rival_chain};
-use tandem::ports::{PullCursors, Relay};
+use tandem::ports::{BatchLimit, PullCursors, Relay};
 
 use super::support::{segment_idx, segment_log, TempDir};
 
@@ -28,7 +28,7 @@ fn len(path: &Path) -> u64 {
 
 async fn everything(relay: &FsRelay) -> Vec<OpRecord> {
     let batch = relay
-        .pull(device(99), &PullCursors::new(), 1_000, 1)
+        .pull(device(99), &PullCursors::new(), BatchLimit::ops(1_000), 1)
         .await
         .expect("pull");
     assert!(!batch.more);

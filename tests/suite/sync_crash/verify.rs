@@ -10,7 +10,7 @@ use tandem::adapters::sqlite::SqliteJournal;
 use tandem::app::sync::DeviceSync;
 use tandem::domain::ids::{DeviceId, Seq};
 use tandem::domain::oplog::{verify_chain, ChainTip, OpId, OpRecord};
-use tandem::ports::{Journal, PullCursors, Relay};
+use tandem::ports::{BatchLimit, Journal, PullCursors, Relay};
 
 use super::fixture::{device_id, relay_dir, CONVERSATION, DEVICE_A, DEVICE_B};
 
@@ -40,7 +40,7 @@ async fn chains(journal: &Arc<SqliteJournal>) -> Result<BTreeMap<DeviceId, Vec<O
         let mut out = BTreeMap::new();
         for n in [DEVICE_A, DEVICE_B] {
             let ops = journal
-                .ops_from(device_id(n), Seq::ZERO, usize::MAX)
+                .ops_from(device_id(n), Seq::ZERO, BatchLimit::ops(usize::MAX))
                 .map_err(|e| format!("read journal: {e}"))?;
             out.insert(device_id(n), ops);
         }
@@ -58,7 +58,12 @@ async fn relay_chains(dir: &Path) -> Result<BTreeMap<DeviceId, Vec<OpRecord>>, S
         .map_err(|e| format!("relay opener: {e}"))?
         .map_err(|e| format!("open relay: {e}"))?;
     let batch = relay
-        .pull(device_id(0xFF), &PullCursors::new(), usize::MAX, 0)
+        .pull(
+            device_id(0xFF),
+            &PullCursors::new(),
+            BatchLimit::ops(usize::MAX),
+            0,
+        )
         .await
         .map_err(|e| format!("pull everything: {e}"))?;
     if batch.more {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tandem::adapters::sqlite::SqliteJournal;
 use tandem::domain::ids::{DeviceId, Seq};
 use tandem::domain::oplog::{Frontier, OpId};
-use tandem::ports::Journal;
+use tandem::ports::{BatchLimit, Journal};
 
 use super::device::event_ids;
 use super::world::World;
@@ -48,7 +48,7 @@ impl Durable {
             let mut held = BTreeMap::new();
             for chain in chains {
                 let ops = journal
-                    .ops_from(chain, Seq::ZERO, usize::MAX)
+                    .ops_from(chain, Seq::ZERO, BatchLimit::ops(usize::MAX))
                     .map_err(|e| e.to_string())?;
                 held.insert(chain, ops.iter().map(|op| (op.seq(), op.op_id())).collect());
             }

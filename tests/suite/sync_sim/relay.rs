@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use tandem::domain::ids::DeviceId;
 use tandem::domain::oplog::{Checkpoint, Frontier, OpRecord};
 use tandem::ports::{
-    GcReport, PullBatch, PullCursors, PushOutcome, Relay, RelayError, RosterEntry,
+    BatchLimit, GcReport, PullBatch, PullCursors, PushOutcome, Relay, RelayError, RosterEntry,
 };
 
 /// A device's view of the shared relay.
@@ -103,7 +103,7 @@ impl Relay for SimRelay {
         &self,
         reader: DeviceId,
         cursors: &PullCursors,
-        limit: usize,
+        limit: BatchLimit,
         now_ms: u64,
     ) -> Result<PullBatch, RelayError> {
         self.gate()?;

@@ -18,7 +18,7 @@ use tandem::domain::ids::Seq;
 use tandem::domain::ids::{Epoch, RunId};
 use tandem::domain::oplog::{Intent, IntentId, IntentStatus, Scope, Surface, Turn, VerifyError};
 use tandem::domain::Role;
-use tandem::ports::{PullCursors, Relay};
+use tandem::ports::{BatchLimit, PullCursors, Relay};
 use uuid::Uuid;
 
 use super::checks;
@@ -402,7 +402,12 @@ impl World {
         let left = self
             .shared
             .relay
-            .pull(self.devices[d].id, &cursors, usize::MAX, now)
+            .pull(
+                self.devices[d].id,
+                &cursors,
+                BatchLimit::ops(usize::MAX),
+                now,
+            )
             .await
             .map_err(|e| self.fail(format!("relay pull: {e}")))?;
         if let Some((chain, ops)) = left.ops.iter().next() {

@@ -1,6 +1,7 @@
 //! Clauses about pulling and gc.
 
 use super::*;
+use crate::ports::BatchLimit;
 
 /// `pull_resumes_from_cursors`
 pub async fn pull_resumes_from_cursors(relay: &dyn Relay) {
@@ -45,7 +46,7 @@ pub async fn pull_resumes_from_cursors(relay: &dyn Relay) {
     );
 
     let none = relay
-        .pull(reader, &PullCursors::new(), 0, 1)
+        .pull(reader, &PullCursors::new(), BatchLimit::ops(0), 1)
         .await
         .expect("pull with limit 0");
     assert!(
@@ -54,7 +55,7 @@ pub async fn pull_resumes_from_cursors(relay: &dyn Relay) {
     );
 
     let exact = relay
-        .pull(reader, &PullCursors::new(), 8, 1)
+        .pull(reader, &PullCursors::new(), BatchLimit::ops(8), 1)
         .await
         .expect("pull");
     assert_eq!(
@@ -67,7 +68,10 @@ pub async fn pull_resumes_from_cursors(relay: &dyn Relay) {
     let mut cursors = PullCursors::new();
     let mut seen: BTreeMap<DeviceId, Vec<OpRecord>> = BTreeMap::new();
     for page in 0..20 {
-        let batch = relay.pull(reader, &cursors, 3, 1).await.expect("pull page");
+        let batch = relay
+            .pull(reader, &cursors, BatchLimit::ops(3), 1)
+            .await
+            .expect("pull page");
         assert!(
             batch.len() <= 3,
             "page {page} returned {} ops over the limit",
@@ -103,6 +107,84 @@ pub async fn pull_resumes_from_cursors(relay: &dyn Relay) {
         Some(&ops_b),
         "paging lost or repeated ops of b"
     );
+}
+
+/// `pull_honours_the_byte_budget`
+pub async fn pull_honours_the_byte_budget(relay: &dyn Relay) {
+    let (a, b, reader) = (device(1), device(2), device(3));
+    setup(relay, &[a, b, reader], 1).await;
+    let ops_a = bulky_chain(a, 4, 1_000, 4096);
+    let ops_b = bulky_chain(b, 4, 2_000, 4096);
+    push(relay, a, &ops_a).await;
+    push(relay, b, &ops_b).await;
+    // The chains in the relay's order (by device id), to say which prefix a budget admits.
+    let mut order = [(a, &ops_a), (b, &ops_b)];
+    order.sort_by_key(|(d, _)| *d);
+    let all: Vec<OpRecord> = order
+        .iter()
+        .flat_map(|(_, ops)| ops.iter().cloned())
+        .collect();
+    let pull = |bytes: usize| async move {
+        relay
+            .pull(reader, &PullCursors::new(), BatchLimit::new(100, bytes), 1)
+            .await
+            .expect("pull within a byte budget")
+    };
+
+    for (bytes, want, case) in [
+        (1, 1, "a budget below one op still returns one op"),
+        (
+            encoded_size(&all[..3]),
+            3,
+            "a budget exactly three ops' size",
+        ),
+        (
+            encoded_size(&all[..3]) - 1,
+            2,
+            "one byte short of three ops",
+        ),
+        (
+            encoded_size(&all[..5]) + 100,
+            5,
+            "a budget across two chains",
+        ),
+    ] {
+        let batch = pull(bytes).await;
+        let got: Vec<OpRecord> = order.iter().flat_map(|(d, _)| ops_of(&batch, *d)).collect();
+        assert_eq!(got, all[..want].to_vec(), "{case}");
+        assert!(batch.more, "{case}: the rest is still pending");
+    }
+    let whole = pull(encoded_size(&all)).await;
+    assert_eq!(
+        (whole.len(), whole.more),
+        (8, false),
+        "a budget of everything"
+    );
+
+    // Paging with a budget of about two and a half ops: every op once, in order.
+    let budget = encoded_size(&all[..2]) + encoded_size(&all[..1]) / 2;
+    let mut cursors = PullCursors::new();
+    let mut seen: BTreeMap<DeviceId, Vec<OpRecord>> = BTreeMap::new();
+    for page in 0..10 {
+        let batch = relay
+            .pull(reader, &cursors, BatchLimit::new(100, budget), 1)
+            .await
+            .expect("pull page");
+        assert!(
+            (1..=2).contains(&batch.len()),
+            "page {page} returned {} ops; the budget fits one or two",
+            batch.len()
+        );
+        for (d, ops) in &batch.ops {
+            cursors.insert(*d, ops[ops.len() - 1].seq().next());
+            seen.entry(*d).or_default().extend(ops.iter().cloned());
+        }
+        if !batch.more {
+            break;
+        }
+    }
+    assert_eq!(seen.get(&a), Some(&ops_a), "paging by bytes lost ops of a");
+    assert_eq!(seen.get(&b), Some(&ops_b), "paging by bytes lost ops of b");
 }
 
 /// Pushes `a` (6 ops) and `b` (4 ops), acknowledges everything from both devices, puts a
@@ -147,7 +229,10 @@ pub async fn pull_after_gc_reports_compaction(relay: &dyn Relay) {
     let mut first = BTreeMap::new();
     for d in [a, b] {
         let cursors = PullCursors::from([(a, Seq::new(6)), (b, Seq::new(4)), (d, Seq::ZERO)]);
-        match relay.pull(reader, &cursors, 100, 100).await {
+        match relay
+            .pull(reader, &cursors, BatchLimit::ops(100), 100)
+            .await
+        {
             Err(RelayError::Compacted {
                 device,
                 first_available,
@@ -168,7 +253,7 @@ pub async fn pull_after_gc_reports_compaction(relay: &dyn Relay) {
         assert!(from.get() > 0, "Compacted at seq 0");
         let cursors = PullCursors::from([(a, Seq::new(6)), (b, Seq::new(4)), (d, from)]);
         let batch = relay
-            .pull(reader, &cursors, 100, 100)
+            .pull(reader, &cursors, BatchLimit::ops(100), 100)
             .await
             .expect("pull at first stored");
         let i = usize::try_from(from.get()).expect("small seq");
@@ -184,7 +269,7 @@ pub async fn pull_after_gc_reports_compaction(relay: &dyn Relay) {
         ]);
         assert!(
             matches!(
-                relay.pull(reader, &below, 100, 100).await,
+                relay.pull(reader, &below, BatchLimit::ops(100), 100).await,
                 Err(RelayError::Compacted { first_available, .. }) if first_available == from
             ),
             "a cursor one below the first stored seq must be Compacted"
@@ -199,7 +284,10 @@ pub async fn pull_after_gc_reports_compaction(relay: &dyn Relay) {
         "continuing a compacted chain"
     );
     let cursors = PullCursors::from([(a, Seq::new(6)), (b, Seq::new(4))]);
-    let batch = relay.pull(reader, &cursors, 100, 100).await.expect("pull");
+    let batch = relay
+        .pull(reader, &cursors, BatchLimit::ops(100), 100)
+        .await
+        .expect("pull");
     assert_eq!(
         ops_of(&batch, b),
         more_b[4..].to_vec(),

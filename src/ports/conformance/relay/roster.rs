@@ -1,6 +1,7 @@
 //! Clauses about the roster, acks, the stable frontier and checkpoints.
 
 use super::*;
+use crate::ports::BatchLimit;
 
 /// `roster_tracks_last_seen_and_acks`
 pub async fn roster_tracks_last_seen_and_acks(relay: &dyn Relay) {
@@ -34,7 +35,7 @@ pub async fn roster_tracks_last_seen_and_acks(relay: &dyn Relay) {
         "push must refresh a last-seen LAST_SEEN_RESOLUTION_MS old"
     );
     relay
-        .pull(b, &PullCursors::new(), 10, 110 + res)
+        .pull(b, &PullCursors::new(), BatchLimit::ops(10), 110 + res)
         .await
         .expect("pull");
     assert_eq!(
