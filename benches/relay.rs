@@ -23,7 +23,9 @@
 //! stored under the relay directory after a sync round / n: op segments, their indexes,
 //! manifests and roster) next to yrs' and automerge's update bytes per message, and the peak
 //! resident memory (`VmHWM`) of a process that only receives the n messages as device B, for
-//! tandem and the peers.
+//! tandem and the peers; and the same for tandem receiving 256 messages of 1 MiB
+//! (`peak_memory_b_large_messages`, next to the payload size), where pull batches are bounded
+//! by bytes rather than by count.
 //!
 //! The floor worker also measures the durable copies alone (`copies`: A's journal, the relay
 //! files, B's journal, with the subject's own sealed records and nothing computed), a lower
@@ -70,6 +72,10 @@ const SYNC_SUBJECT: &str = "sync_100k";
 const PEAK_B_TANDEM: &str = "peak_memory_b_tandem";
 const PEAK_B_YRS: &str = "peak_memory_b_yrs";
 const PEAK_B_AUTOMERGE: &str = "peak_memory_b_automerge";
+/// A process that only receives large messages (1 MiB each) as device B.
+const PEAK_B_LARGE: &str = "peak_memory_b_large_messages";
+/// Size of each large message.
+const LARGE_MESSAGE: usize = 1 << 20;
 
 /// Ops per group commit on A (every side appends in groups of this size).
 const GROUP: usize = 100;
@@ -90,6 +96,8 @@ struct Params {
     history_small: usize,
     push_pull_new: usize,
     push_pull_rounds: usize,
+    /// Messages of [`LARGE_MESSAGE`] bytes B receives in the large-message memory extra.
+    large_n: usize,
 }
 
 impl Params {
@@ -104,6 +112,7 @@ impl Params {
                 history_small: 2_000,
                 push_pull_new: 500,
                 push_pull_rounds: 3,
+                large_n: 16,
             }
         } else {
             Self {
@@ -115,6 +124,7 @@ impl Params {
                 history_small: 10_000,
                 push_pull_new: 1_000,
                 push_pull_rounds: 9,
+                large_n: 256,
             }
         }
     }
@@ -149,6 +159,9 @@ fn main() {
         sync_rows(&mut suite, &p, &sync, outputs.path());
     }
     peak_memory(&mut suite, outputs.path());
+    if suite.wants(PEAK_B_LARGE) {
+        large_messages_memory(&mut suite, &p);
+    }
     if suite.wants(BOOTSTRAP) {
         bootstrap(&mut suite, &p);
     }
@@ -188,6 +201,11 @@ fn worker(role: &WorkerRole) {
             drop(bytes);
             serve(Vec::new, || peak_text(start, held));
             drop(doc);
+        }
+        (PEAK_B_LARGE, _) => {
+            let start = workload::peak_rss_kib();
+            let held = subject::receive(Path::new(&role.arg), SYNC);
+            serve(Vec::new, || peak_text(start, held));
         }
         (BOOTSTRAP, side) => subject::bootstrap_worker(role, side, &p_bootstrap(&p)),
         (PUSH_PULL, side) => subject::push_pull_worker(role, side, &p_push_pull(&p)),
@@ -528,6 +546,35 @@ fn peak_memory(suite: &mut Suite, outputs: &Path) {
             }),
         );
     }
+}
+
+/// Peak resident memory of a process that only receives `large_n` messages of
+/// [`LARGE_MESSAGE`] bytes as device B (tool output, files): what one pull batch holds at once
+/// is bounded by `SyncConfig::batch_bytes`, so the peak is the state held plus a few batches.
+fn large_messages_memory(suite: &mut Suite, p: &Params) {
+    let dir = workload::temp_dir();
+    suite.progress(&format!(
+        "{PEAK_B_LARGE}: A appends and pushes {} messages of {} KiB",
+        p.large_n,
+        LARGE_MESSAGE / 1024
+    ));
+    subject::push_large_messages(dir.path(), p.large_n, LARGE_MESSAGE, SYNC);
+    let arg = dir.path().to_str().expect("UTF-8 temp path");
+    let text = Worker::spawn(PEAK_B_LARGE, Side::Subject, arg).finish();
+    let peak = field(&text, "peak_kib").unwrap_or(f64::NAN) / 1024.0;
+    let held = field(&text, "held").unwrap_or(f64::NAN);
+    let payload = (p.large_n * LARGE_MESSAGE) as f64 / f64::from(1 << 20);
+    suite.extra(
+        PEAK_B_LARGE,
+        json!({
+            "vmhwm_mib": round1(peak),
+            "at_start_mib": round1(field(&text, "start_kib").unwrap_or(f64::NAN) / 1024.0),
+            "messages": held,
+            "message_kib": LARGE_MESSAGE / 1024,
+            "payload_mib": round1(payload),
+            "vmhwm_per_payload": round3(peak / payload),
+        }),
+    );
 }
 
 // ----- bootstrap and push/pull ---------------------------------------------------------------

@@ -204,6 +204,22 @@ pub fn receive(dir: &Path, sync: Synchronous) -> usize {
     })
 }
 
+/// Device A of the world `dir` appends `n` messages of `size` bytes each (one turn per
+/// transaction) and pushes them.
+pub fn push_large_messages(dir: &Path, n: usize, size: usize, sync: Synchronous) {
+    let world = World::at(dir);
+    runtime().block_on(async {
+        let mut a = world.device("a", sync).await;
+        for i in 0..n {
+            let mut m = workload::message(i);
+            m.text = m.text.repeat(size / m.text.len() + 1);
+            m.text.truncate(size);
+            append(&mut a, &[m], 1).await;
+        }
+        pump_until_done(&mut a).await;
+    });
+}
+
 // ----- bootstrap ----------------------------------------------------------------------------
 
 /// Builds the bootstrap fixture in `dir`: A appends `n - tail` messages and pumps, a second
