@@ -9,7 +9,7 @@ use crate::domain::ids::DeviceId;
 use crate::domain::oplog::{HlcClock, OpAuthor};
 use crate::ports::{Clock, IdGen, Journal, KeyProvider, LeaseCoordinator, Relay};
 
-use super::replay::{blocking, rebuild, Opener};
+use super::replay::{blocking, rebuild, replay_page, Opener};
 use super::{DeviceSync, NonceRng, SyncConfig, SyncError};
 
 /// Builds a [`DeviceSync`]; production defaults for everything but the four ports.
@@ -114,9 +114,10 @@ impl DeviceSyncBuilder {
         };
         let journal = Arc::clone(&self.journal);
         let keys = Arc::clone(&self.keys);
+        let page = replay_page(&self.config);
         let (device, (state, frontier, base)) = blocking(move || {
             let device = journal.local_device_id(candidate)?;
-            let rebuilt = rebuild(journal.as_ref(), &mut Opener::new(keys))?;
+            let rebuilt = rebuild(journal.as_ref(), &mut Opener::new(keys), page)?;
             Ok((device, rebuilt))
         })
         .await?;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use crate::domain::oplog::{seal_checkpoint, Checkpoint, CheckpointId, Frontier, Scope, State};
 use crate::ports::{BatchLimit, Journal, JournalError, RelayError};
 
-use super::replay::{blocking, fold_range, fold_tail, Opener};
+use super::replay::{blocking, fold_range, fold_tail, replay_page, Opener};
 use super::{DeviceSync, SyncError};
 
 impl DeviceSync {
@@ -43,8 +43,10 @@ impl DeviceSync {
         }
         let (journal, keys) = (Arc::clone(&self.journal), Arc::clone(&self.keys));
         let target = stable.clone();
+        let page = replay_page(&self.config);
         let built =
-            blocking(move || state_at(journal.as_ref(), &mut Opener::new(keys), &target)).await?;
+            blocking(move || state_at(journal.as_ref(), &mut Opener::new(keys), &target, page))
+                .await?;
         let Some(state) = built else {
             return Ok(None);
         };
@@ -109,6 +111,7 @@ impl DeviceSync {
         };
         staged?;
         let journal = Arc::clone(&self.journal);
+        let page = replay_page(&self.config);
         let rebuilt = blocking(move || {
             match journal.install_base(&checkpoint) {
                 Ok(()) => {}
@@ -117,8 +120,13 @@ impl DeviceSync {
             }
             // The installed base is this checkpoint: fold the tail onto the state just opened
             // instead of reading and decoding the base again.
-            let (state, frontier) =
-                fold_tail(journal.as_ref(), &mut opener, state, checkpoint.frontier())?;
+            let (state, frontier) = fold_tail(
+                journal.as_ref(),
+                &mut opener,
+                state,
+                checkpoint.frontier(),
+                page,
+            )?;
             Ok(Some((state, frontier, Some(checkpoint.id()))))
         })
         .await?;
@@ -154,6 +162,7 @@ fn state_at(
     journal: &dyn Journal,
     opener: &mut Opener,
     target: &Frontier,
+    page: BatchLimit,
 ) -> Result<Option<State>, SyncError> {
     let held = journal.frontier()?;
     let base = journal.base_checkpoint()?;
@@ -190,7 +199,7 @@ fn state_at(
             });
         }
         let from = base_frontier.tip(*device).next_seq();
-        fold_range(journal, opener, &mut state, *device, from, t.seq)?;
+        fold_range(journal, opener, &mut state, *device, from, t.seq, page)?;
     }
     Ok(Some(state))
 }

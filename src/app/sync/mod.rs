@@ -81,9 +81,10 @@ pub struct SyncConfig {
     pub push_batch: usize,
     /// Ops pulled per relay call, and journaled per transaction (default 2048).
     pub pull_batch: usize,
-    /// Encoded bytes per push or pull call (default 8 MiB): a batch stops before the op that
-    /// would take it past this, but always holds at least one op, however large. It bounds
-    /// what one batch of large messages (tool output, files) holds in memory at once.
+    /// Encoded bytes per push or pull call, and per journal page read while rebuilding the
+    /// fold (default 8 MiB): a batch stops before the op that would take it past this, but
+    /// always holds at least one op, however large. It bounds what one batch of large
+    /// messages (tool output, files) holds in memory at once.
     pub batch_bytes: usize,
     /// Push or pull calls per pump before it stops and reports `more` (default 64).
     pub max_rounds: usize,

@@ -20,10 +20,16 @@ use crate::domain::oplog::{
 use crate::ports::{BatchLimit, Journal, KeyError, KeyProvider};
 
 use super::error::SyncError;
-use super::DEFAULT_BATCH_BYTES;
+use super::SyncConfig;
 
-/// Ops read from the journal per query while replaying.
-const PAGE: BatchLimit = BatchLimit::new(512, DEFAULT_BATCH_BYTES);
+/// Ops read from the journal per query while replaying, at most.
+const PAGE_OPS: usize = 512;
+
+/// What one journal query reads while replaying: up to [`PAGE_OPS`] ops within the
+/// configured batch bytes, so a replay of large messages holds no more at once than a pull.
+pub(super) fn replay_page(config: &SyncConfig) -> BatchLimit {
+    BatchLimit::new(PAGE_OPS, config.batch_bytes)
+}
 
 /// Runs `work` on tokio's blocking pool. A panic in `work` is resumed on the caller.
 pub(super) async fn blocking<T: Send + 'static>(
@@ -110,6 +116,7 @@ impl Opener {
 pub(super) fn rebuild(
     journal: &dyn Journal,
     opener: &mut Opener,
+    page: BatchLimit,
 ) -> Result<(State, Frontier, Option<CheckpointId>), SyncError> {
     let base = journal.base_checkpoint()?;
     let (state, base_frontier, base_id) = match &base {
@@ -122,7 +129,7 @@ pub(super) fn rebuild(
         ),
         None => (State::new(), Frontier::new(), None),
     };
-    let (state, frontier) = fold_tail(journal, opener, state, &base_frontier)?;
+    let (state, frontier) = fold_tail(journal, opener, state, &base_frontier, page)?;
     Ok((state, frontier, base_id))
 }
 
@@ -133,11 +140,12 @@ pub(super) fn fold_tail(
     opener: &mut Opener,
     mut state: State,
     base_frontier: &Frontier,
+    page: BatchLimit,
 ) -> Result<(State, Frontier), SyncError> {
     let frontier = journal.frontier()?;
     for (device, head) in frontier.iter() {
         let from = base_frontier.tip(*device).next_seq();
-        fold_range(journal, opener, &mut state, *device, from, head.seq)?;
+        fold_range(journal, opener, &mut state, *device, from, head.seq, page)?;
     }
     Ok((state, frontier))
 }
@@ -150,12 +158,13 @@ pub(super) fn fold_range(
     device: DeviceId,
     from: Seq,
     to: Seq,
+    page: BatchLimit,
 ) -> Result<(), SyncError> {
     let mut next = from;
     // `ops_from` returns seqs >= `next`, so every round moves `next` past at least one op:
     // the loop ends after at most `to - from + 1` ops.
     while next <= to {
-        let page = journal.ops_from(device, next, PAGE)?;
+        let page = journal.ops_from(device, next, page)?;
         let Some(last) = page.last().map(OpRecord::seq) else {
             break;
         };

@@ -11,7 +11,7 @@ use tandem::app::sync::{DeviceSync, SyncConfig, SyncError};
 use tandem::domain::oplog::{Checkpoint, Scope, Surface};
 use tandem::ports::{Clock, Relay, RelayError};
 
-use super::harness::{clock, fact, file_journal, org, said, World};
+use super::harness::{clock, fact, file_journal, memory_journal, org, said, World};
 
 /// A manual clock and a world of devices over a fresh in-memory relay (returned too, for gc
 /// and checkpoint reads).
@@ -138,8 +138,8 @@ async fn an_evicted_straggler_rebases_keeping_its_own_tail() {
         eviction_horizon_ms: 1_000,
         ..SyncConfig::default()
     };
-    let mut a = world.device_with(1, &clock, config).await;
-    let mut b = world.device_with(2, &clock, config).await;
+    let mut a = world.device_with(1, memory_journal(), &clock, config).await;
+    let mut b = world.device_with(2, memory_journal(), &clock, config).await;
     chatter(&mut a, "a", 4).await;
     chatter(&mut b, "b", 4).await;
     for _ in 0..2 {

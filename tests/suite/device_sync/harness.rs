@@ -15,13 +15,13 @@ use tandem::adapters::sqlite::{SqliteJournal, SqliteOptions};
 use tandem::adapters::system::ManualClock;
 use tandem::app::sync::{DeviceSync, SyncConfig};
 use tandem::domain::crypto::{KeyEpoch, SessionKey};
-use tandem::domain::ids::DeviceId;
+use tandem::domain::ids::{DeviceId, Seq};
 use tandem::domain::oplog::{encoded_len, Checkpoint, Frontier, OpPayload, OpRecord, Scope};
 use tandem::domain::oplog::{Turn, DEFAULT_MAX_DRIFT_MS};
 use tandem::domain::Role;
 use tandem::ports::{
-    BatchLimit, Clock, GcReport, Journal, KeyProvider, LeaseCoordinator, PullBatch, PullCursors,
-    PushOutcome, Relay, RelayError, RosterEntry,
+    BatchLimit, Clock, GcReport, Journal, JournalCommit, JournalError, KeyProvider,
+    LeaseCoordinator, PullBatch, PullCursors, PushOutcome, Relay, RelayError, RosterEntry,
 };
 use uuid::Uuid;
 
@@ -102,15 +102,16 @@ impl World {
         .expect("open device")
     }
 
-    /// Device `n` on a fresh in-memory journal, shared keys, with `config`.
+    /// Device `n` on `journal`, shared keys, with `config`.
     pub async fn device_with(
         &self,
         n: u128,
+        journal: Arc<dyn Journal>,
         clock: &Arc<ManualClock>,
         config: SyncConfig,
     ) -> DeviceSync {
         DeviceSync::builder(
-            memory_journal(),
+            journal,
             Arc::clone(&self.relay),
             Arc::clone(&self.leases),
             Arc::clone(&self.keys),
@@ -164,6 +165,75 @@ pub fn memory_journal() -> Arc<dyn Journal> {
 /// A journal in the database file at `path`.
 pub fn file_journal(path: &Path) -> Arc<dyn Journal> {
     Arc::new(SqliteJournal::open(path, SqliteOptions::default()).expect("journal"))
+}
+
+/// A journal that records the size of every page read through [`Journal::ops_from`] and
+/// otherwise passes every call through.
+#[derive(Debug)]
+pub struct PagingJournal {
+    inner: Arc<dyn Journal>,
+    /// Each `ops_from` answer so far: how many ops, and their encoded size.
+    pub pages: Mutex<Vec<(usize, usize)>>,
+}
+
+impl PagingJournal {
+    /// A recorder around `inner`.
+    pub fn new(inner: Arc<dyn Journal>) -> Self {
+        Self {
+            inner,
+            pages: Mutex::default(),
+        }
+    }
+}
+
+impl Journal for PagingJournal {
+    fn local_device_id(&self, candidate: DeviceId) -> Result<DeviceId, JournalError> {
+        self.inner.local_device_id(candidate)
+    }
+
+    fn commit(&self, ops: &[OpRecord]) -> Result<JournalCommit, JournalError> {
+        self.inner.commit(ops)
+    }
+
+    fn frontier(&self) -> Result<Frontier, JournalError> {
+        self.inner.frontier()
+    }
+
+    fn ops_from(
+        &self,
+        device: DeviceId,
+        from: Seq,
+        limit: BatchLimit,
+    ) -> Result<Vec<OpRecord>, JournalError> {
+        let ops = self.inner.ops_from(device, from, limit)?;
+        let size = ops.iter().map(encoded_len).sum();
+        self.pages.lock().expect("pages").push((ops.len(), size));
+        Ok(ops)
+    }
+
+    fn push_cursor(&self, device: DeviceId) -> Result<Seq, JournalError> {
+        self.inner.push_cursor(device)
+    }
+
+    fn advance_push_cursor(&self, device: DeviceId, next: Seq) -> Result<(), JournalError> {
+        self.inner.advance_push_cursor(device, next)
+    }
+
+    fn base_checkpoint(&self) -> Result<Option<Checkpoint>, JournalError> {
+        self.inner.base_checkpoint()
+    }
+
+    fn install_base(&self, checkpoint: &Checkpoint) -> Result<(), JournalError> {
+        self.inner.install_base(checkpoint)
+    }
+
+    fn stage_base(&self, checkpoint: &Checkpoint) -> Result<(), JournalError> {
+        self.inner.stage_base(checkpoint)
+    }
+
+    fn discard_staged(&self) -> Result<(), JournalError> {
+        self.inner.discard_staged()
+    }
 }
 
 /// A user turn.
