@@ -1,7 +1,9 @@
 //! Checkpoints: a folded state at a frontier, content-addressed, for cold bootstrap and gc.
 //!
 //! A [`Checkpoint`] is `{frontier, state_hash, state}` where `state` is the canonical state
-//! bytes (see the `state_codec` module) of the fold of exactly the ops up to `frontier`, and
+//! bytes (the binary layout of the `state_binary` module; checkpoints written before it hold
+//! the JSON layout of the `state_codec` module, and still open) of the fold of exactly the ops
+//! up to `frontier`, and
 //! `state_hash` is [`hash_state_bytes`] of them. Its id is
 //!
 //! ```text
@@ -302,6 +304,19 @@ mod tests {
             Some(&ChainHead::of(&chains[0][1]))
         );
         assert_eq!(cp.state_bytes(), state.to_canonical_bytes());
+    }
+
+    #[test]
+    fn a_checkpoint_written_in_the_json_layout_still_opens() {
+        let (chains, cp) = sample();
+        let state = cp.to_state().unwrap();
+        let json = state.json_layout_bytes();
+        let hash = hash_state_bytes(&json);
+        let frontier = frontier_of(&chains);
+        let old = Checkpoint::from_parts(checkpoint_id(&frontier, &hash), frontier, hash, json);
+        old.verify().unwrap();
+        assert_ne!(old.id(), cp.id(), "the layouts hash apart");
+        assert_eq!(old.to_state().unwrap(), state);
     }
 
     #[test]

@@ -21,8 +21,10 @@
 //! anything, so a refused batch leaves the state untouched. Sealed ops must be opened first
 //! ([`OpRecord::opened`]).
 //!
-//! [`state_hash`] is SHA-256 over `lp("tandem-state-v1") || lp(canonical state bytes)` (see the
-//! `state_codec` module for the bytes), identical on every device holding the same ops.
+//! [`state_hash`] is SHA-256 over `lp("tandem-state-v1") || lp(canonical state bytes)` (the
+//! binary state layout of the `state_binary` module), identical on every device holding the
+//! same ops. The tag names the hash, not the layout: the bytes start with their layout's own
+//! marker.
 
 use std::collections::BTreeMap;
 use std::fmt;

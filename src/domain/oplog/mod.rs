@@ -28,7 +28,8 @@
 //! | `verify`        | chain verification (tamper, gap, fork, HLC order, drift)           |
 //! | `payload`       | per-surface payload shapes                                         |
 //! | `fold`          | the deterministic fold and the state hash                          |
-//! | `state_codec`   | the canonical state bytes                                          |
+//! | `state_codec`   | state bytes: the JSON layout, decoding either layout               |
+//! | `state_binary`  | the binary state layout: the canonical state bytes                 |
 //! | `checkpoint`    | content-addressed checkpoints                                      |
 //! | `intent`        | the intent ledger and committed-run oracle                         |
 //! | `lease`         | execution leases and the dispatch fence                            |
@@ -36,6 +37,7 @@
 //! | `seal`          | end-to-end sealing of op payloads and checkpoint state             |
 
 pub mod author;
+mod binary;
 pub mod canonical;
 pub mod checkpoint;
 pub mod fold;
@@ -48,6 +50,7 @@ pub mod op_codec;
 pub mod payload;
 pub mod scope;
 pub mod seal;
+mod state_binary;
 pub mod state_codec;
 pub mod surface;
 pub mod transcript;

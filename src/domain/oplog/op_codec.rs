@@ -24,9 +24,11 @@
 //! decodes re-encodes to exactly the bytes read. A decoded record carries the id it claims:
 //! run chain verification before trusting it. Decoding never panics, whatever the input.
 
-use serde_json::Value;
 use uuid::Uuid;
 
+use super::binary::{
+    bytes_len, canonical_json_value, put_bytes, put_varint, varint_len, Malformed, Reader,
+};
 use super::canonical::write_canonical_json;
 use super::hlc::Hlc;
 use super::op::{OpId, OpPayload, OpRecord, SEALED_NONCE_LEN};
@@ -46,6 +48,12 @@ const PAYLOAD_SEALED: u8 = 1;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("not a binary op record: {0}")]
 pub struct OpDecodeError(&'static str);
+
+impl From<Malformed> for OpDecodeError {
+    fn from(m: Malformed) -> Self {
+        Self(m.0)
+    }
+}
 
 /// Appends the binary form of `op` to `out`.
 pub fn encode_op_into(op: &OpRecord, out: &mut Vec<u8>) {
@@ -136,17 +144,6 @@ fn display_len(value: &impl std::fmt::Display) -> usize {
     count.0
 }
 
-/// Bytes `put_varint` writes for `v`.
-fn varint_len(v: u64) -> usize {
-    let bits = 64 - v.max(1).leading_zeros() as usize;
-    bits.div_ceil(7)
-}
-
-/// Bytes `put_bytes` writes for `len` bytes.
-fn bytes_len(len: usize) -> usize {
-    varint_len(len as u64) + len
-}
-
 fn payload_len_hint(payload: &OpPayload) -> usize {
     match payload {
         OpPayload::Plain(_) => 256,
@@ -156,7 +153,7 @@ fn payload_len_hint(payload: &OpPayload) -> usize {
 
 /// Decodes one whole binary op record.
 pub fn decode_op(bytes: &[u8]) -> Result<OpRecord, OpDecodeError> {
-    let mut r = Reader { rest: bytes };
+    let mut r = Reader::new(bytes);
     if r.byte()? != OP_FORMAT {
         return Err(OpDecodeError("unknown format byte"));
     }
@@ -175,17 +172,7 @@ pub fn decode_op(bytes: &[u8]) -> Result<OpRecord, OpDecodeError> {
     let scope = Scope::parse(r.text()?).map_err(|_| OpDecodeError("invalid scope"))?;
     let surface = Surface::parse(r.text()?).map_err(|_| OpDecodeError("invalid surface"))?;
     let payload = match r.byte()? {
-        PAYLOAD_PLAIN => {
-            let json = r.bytes()?;
-            let value: Value =
-                serde_json::from_slice(json).map_err(|_| OpDecodeError("invalid JSON payload"))?;
-            let mut canonical = Vec::with_capacity(json.len());
-            write_canonical_json(&value, &mut canonical);
-            if canonical != json {
-                return Err(OpDecodeError("payload JSON is not canonical"));
-            }
-            OpPayload::Plain(value)
-        }
+        PAYLOAD_PLAIN => OpPayload::Plain(canonical_json_value(r.bytes()?)?),
         PAYLOAD_SEALED => {
             let key_epoch =
                 u32::try_from(r.varint()?).map_err(|_| OpDecodeError("key epoch out of range"))?;
@@ -199,7 +186,7 @@ pub fn decode_op(bytes: &[u8]) -> Result<OpRecord, OpDecodeError> {
         }
         _ => return Err(OpDecodeError("unknown payload tag")),
     };
-    if !r.rest.is_empty() {
+    if !r.is_empty() {
         return Err(OpDecodeError("trailing bytes"));
     }
     Ok(OpRecord::claimed(
@@ -226,78 +213,10 @@ pub fn claimed_op_id(bytes: &[u8]) -> Result<OpId, OpDecodeError> {
     }
 }
 
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        // Truncation is the point: the low seven bits, with the continuation bit set.
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
-    put_varint(out, bytes.len() as u64);
-    out.extend_from_slice(bytes);
-}
-
-struct Reader<'a> {
-    rest: &'a [u8],
-}
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], OpDecodeError> {
-        if n > self.rest.len() {
-            return Err(OpDecodeError("truncated"));
-        }
-        let (head, tail) = self.rest.split_at(n);
-        self.rest = tail;
-        Ok(head)
-    }
-
-    fn byte(&mut self) -> Result<u8, OpDecodeError> {
-        Ok(self.take(1)?[0])
-    }
-
-    fn array<const N: usize>(&mut self) -> Result<[u8; N], OpDecodeError> {
-        let mut out = [0; N];
-        out.copy_from_slice(self.take(N)?);
-        Ok(out)
-    }
-
-    fn varint(&mut self) -> Result<u64, OpDecodeError> {
-        let mut value = 0u64;
-        for i in 0..10 {
-            let b = self.byte()?;
-            let bits = u64::from(b & 0x7f);
-            if i == 9 && bits > 1 {
-                return Err(OpDecodeError("varint overflows 64 bits"));
-            }
-            value |= bits << (7 * i);
-            if b & 0x80 == 0 {
-                if b == 0 && i > 0 {
-                    return Err(OpDecodeError("varint is not minimal"));
-                }
-                return Ok(value);
-            }
-        }
-        Err(OpDecodeError("varint overflows 64 bits"))
-    }
-
-    fn bytes(&mut self) -> Result<&'a [u8], OpDecodeError> {
-        let len = self.varint()?;
-        let len = usize::try_from(len).map_err(|_| OpDecodeError("truncated"))?;
-        self.take(len)
-    }
-
-    fn text(&mut self) -> Result<&'a str, OpDecodeError> {
-        std::str::from_utf8(self.bytes()?).map_err(|_| OpDecodeError("text is not UTF-8"))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     use super::*;
     use crate::domain::oplog::test_support::dev;

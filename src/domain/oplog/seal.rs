@@ -47,8 +47,8 @@
 //!                lp(scope) lp(key_epoch) lp("xchacha20poly1305")
 //! ```
 //!
-//! Canonical state bytes always start with `{`, so a sealed state can never be mistaken for a
-//! plain one. [`open_checkpoint`] restores the plaintext; [`Checkpoint::to_state`] then checks
+//! Plain state bytes start with `TSL` (the binary layout) or `{` (the JSON layout), so a
+//! sealed state can never be mistaken for a plain one. [`open_checkpoint`] restores the plaintext; [`Checkpoint::to_state`] then checks
 //! it against the state hash.
 
 use serde_json::Value;

@@ -1,6 +1,13 @@
-//! The canonical byte encoding of a [`State`], for state hashes and checkpoints.
+//! State bytes, layout 1: the JSON layout of a [`State`], and decoding of either layout.
 //!
-//! The bytes are the canonical JSON (see the `canonical` module) of
+//! A state has two spellings. The canonical bytes, which state hashes and checkpoints are
+//! over, are layout 2, the binary layout of the `state_binary` module
+//! ([`State::to_canonical_bytes`]). Layout 1, described here, is the same content as JSON:
+//! [`State::to_canonical_json`] shows a state this way, and checkpoints written before layout 2
+//! hold it. [`State::from_canonical_bytes`] reads both, telling them apart by the first byte
+//! (`{` for layout 1).
+//!
+//! Layout 1 is the canonical JSON (see the `canonical` module) of
 //!
 //! ```text
 //! {
@@ -17,8 +24,9 @@
 //! the order of any Rust enum or map. The four top-level keys are always present; a surface,
 //! scope or intent without entries is absent.
 //!
-//! Decoding ([`State::from_canonical_bytes`]) re-folds every entry through the same checks as
-//! the fold and then requires the re-encoding to equal the input byte for byte. Anything that
+//! Decoding ([`State::from_canonical_bytes`]), in either layout, re-folds every entry through
+//! the same checks as the fold and then requires the re-encoding in the same layout to equal
+//! the input byte for byte. Anything that
 //! is not exactly what some state would encode to (unknown fields, wrong order, an entry filed
 //! under the wrong key, a payload the fold would refuse, a losing write) is refused.
 
@@ -30,8 +38,9 @@ use serde_json::error::Category;
 use serde_json::Value;
 
 use super::canonical::{write_canonical_json, write_display, write_hex, write_json_string};
-use super::fold::{prepare, FoldError, Item, Prepared, State};
+use super::fold::{prepare, EventEntry, FoldError, Item, Prepared, RecordEntry, State};
 use super::hlc::Hlc;
+use super::intent::IntentView;
 use super::op::OpId;
 use super::scope::Scope;
 use super::surface::Surface;
@@ -44,8 +53,23 @@ const COMPARE_CHUNK: usize = 64 * 1024;
 /// halves on two threads; below it, a thread costs more than it saves.
 const PARALLEL_COMPARE_MIN_ENTRIES: usize = 4096;
 
-/// The version of the state layout.
-pub const STATE_LAYOUT_VERSION: u64 = 1;
+/// The version of the state layout [`State::to_canonical_bytes`] writes: the binary layout
+/// (see the `state_binary` module).
+pub const STATE_LAYOUT_VERSION: u64 = 2;
+
+/// The version of the JSON layout: what [`State::to_canonical_json`] shows, and what
+/// checkpoints written before the binary layout hold ([`State::from_canonical_bytes`] still
+/// reads them).
+pub const JSON_STATE_LAYOUT_VERSION: u64 = 1;
+
+/// One of the two spellings of a state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Layout {
+    /// Layout 1, canonical JSON (this module's docs).
+    Json,
+    /// Layout 2, binary (the `state_binary` module's docs).
+    Binary,
+}
 
 /// Why bytes could not be decoded into a [`State`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -68,6 +92,13 @@ pub enum StateDecodeError {
     /// Decodable, but not the canonical encoding of the state it decodes to.
     #[error("state bytes are not canonical")]
     NonCanonical,
+    /// Neither layout: the bytes start with neither `{` nor the binary layout's magic.
+    #[error("state bytes are in no known layout")]
+    UnknownLayout,
+    /// Binary layout bytes that do not decode (truncated, trailing bytes, a payload that is
+    /// not JSON, ...): a fixed description, never quoting the bytes.
+    #[error("malformed state bytes: {0}")]
+    Malformed(&'static str),
 }
 
 #[derive(Deserialize)]
@@ -99,33 +130,51 @@ impl EntryDoc {
 }
 
 impl State {
-    /// The canonical JSON value of the state (see the module docs): its canonical bytes,
-    /// parsed.
+    /// The state as JSON, layout 1 (see the module docs): a readable view of the state, with
+    /// every payload in plaintext. The canonical bytes that state hashes and checkpoints use
+    /// are the binary layout ([`State::to_canonical_bytes`]).
     pub fn to_canonical_json(&self) -> Value {
-        serde_json::from_slice(&self.to_canonical_bytes())
+        serde_json::from_slice(&self.json_layout_bytes())
             .expect("the state writer emits valid JSON")
     }
 
-    /// The canonical bytes of the state (see the module docs), written straight from the state
-    /// without building (and cloning every payload into) a JSON tree first.
+    /// The canonical bytes of the state: the binary layout (see the `state_binary` module),
+    /// written straight from the state. State hashes and checkpoints are over these bytes.
     pub fn to_canonical_bytes(&self) -> Vec<u8> {
+        self.layout_bytes(Layout::Binary)
+    }
+
+    /// The canonical JSON bytes of layout 1 (see the module docs).
+    pub(super) fn json_layout_bytes(&self) -> Vec<u8> {
+        self.layout_bytes(Layout::Json)
+    }
+
+    fn layout_bytes(&self, layout: Layout) -> Vec<u8> {
         let mut out = Vec::with_capacity(4096);
-        self.write_window(0..usize::MAX, &mut out);
+        self.write_window(layout, 0..usize::MAX, &mut out);
         out
     }
 
-    /// Appends the part of the encoding that `window` selects (see [`Writer`]) to `out`.
-    fn write_window(&self, window: Range<usize>, out: &mut Vec<u8>) {
-        self.write_canonical_bytes(&mut Writer::new(out, &mut |_| {}, window));
+    /// Appends the part of the encoding in `layout` that `window` selects (see [`Writer`])
+    /// to `out`.
+    fn write_window(&self, layout: Layout, window: Range<usize>, out: &mut Vec<u8>) {
+        self.write_layout(layout, &mut Writer::new(out, &mut |_| {}, window));
     }
 
-    /// Whether `bytes` are exactly this state's canonical bytes. A large state is re-encoded
-    /// in two halves at once: the first half is compared as it is written, the second is
-    /// written on a second thread and compared against the end of `bytes`.
-    fn encodes_to(&self, bytes: &[u8]) -> bool {
+    fn write_layout(&self, layout: Layout, w: &mut Writer<'_>) {
+        match layout {
+            Layout::Json => self.write_json_layout(w),
+            Layout::Binary => self.write_binary_layout(w),
+        }
+    }
+
+    /// Whether `bytes` are exactly this state's encoding in `layout`. A large state is
+    /// re-encoded in two halves at once: the first half is compared as it is written, the
+    /// second is written on a second thread and compared against the end of `bytes`.
+    pub(super) fn encodes_to(&self, bytes: &[u8], layout: Layout) -> bool {
         let entries = self.entry_count();
         if entries < PARALLEL_COMPARE_MIN_ENTRIES {
-            return self.compare_window(0..usize::MAX, bytes) == Some(bytes.len());
+            return self.compare_window(layout, 0..usize::MAX, bytes) == Some(bytes.len());
         }
         let half = entries / 2;
         std::thread::scope(|scope| {
@@ -133,10 +182,10 @@ impl State {
                 // Reserved at the input's size (only what is written is touched): growing a
                 // buffer of tens of megabytes by doubling would copy it over and over.
                 let mut out = Vec::with_capacity(bytes.len());
-                self.write_window(half..usize::MAX, &mut out);
+                self.write_window(layout, half..usize::MAX, &mut out);
                 out
             });
-            let first = self.compare_window(0..half, bytes);
+            let first = self.compare_window(layout, 0..half, bytes);
             let second = second
                 .join()
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
@@ -147,7 +196,7 @@ impl State {
     /// Writes the part of the encoding that `window` selects (see [`Writer`]) and compares it
     /// with the start of `bytes` as it is written, in chunks of about [`COMPARE_CHUNK`] bytes.
     /// Returns the part's length if every byte of it matched.
-    fn compare_window(&self, window: Range<usize>, bytes: &[u8]) -> Option<usize> {
+    fn compare_window(&self, layout: Layout, window: Range<usize>, bytes: &[u8]) -> Option<usize> {
         let (mut pos, mut same) = (0, true);
         let mut compare = |chunk: &mut Vec<u8>| {
             let end = pos + chunk.len();
@@ -161,7 +210,7 @@ impl State {
                 compare(chunk);
             }
         };
-        self.write_canonical_bytes(&mut Writer::new(&mut buf, &mut flush, window));
+        self.write_layout(layout, &mut Writer::new(&mut buf, &mut flush, window));
         compare(&mut buf);
         same.then_some(pos)
     }
@@ -177,30 +226,19 @@ impl State {
         events + intents + self.records.len()
     }
 
-    /// Writes the canonical bytes through `w`, entry by entry.
-    fn write_canonical_bytes(&self, w: &mut Writer<'_>) {
-        w.raw(b"{\"events\":{");
-        let events = sorted_by_name(self.events.iter().map(|(s, st)| (s.to_string(), st)));
-        for (i, (surface, stream)) in events.into_iter().enumerate() {
-            w.key(i, &surface);
-            w.entries(
-                stream
-                    .values()
-                    .map(|e| (&e.op_id, &e.hlc, &e.scope, &e.payload)),
-            );
-        }
-        w.raw(b"},\"intents\":{");
-        let views = sorted_by_name(self.intents.views().map(|v| (v.intent_id.to_string(), v)));
-        for (i, (name, view)) in views.into_iter().enumerate() {
-            w.key(i, &name);
-            w.entries(
-                self.intents
-                    .entries(&view.intent_id)
-                    .map(|e| (&e.op_id, &e.hlc, &e.scope, &e.payload)),
-            );
-        }
-        w.raw(b"},\"records\":{");
-        let mut records: BTreeMap<String, BTreeMap<String, BTreeMap<&str, _>>> = BTreeMap::new();
+    /// The event streams by surface name, in byte order of the names.
+    pub(super) fn events_by_name(&self) -> Vec<(String, &EventStream)> {
+        sorted_by_name(self.events.iter().map(|(s, st)| (s.to_string(), st)))
+    }
+
+    /// The intents by id text, in byte order.
+    pub(super) fn intents_by_name(&self) -> Vec<(String, &IntentView)> {
+        sorted_by_name(self.intents.views().map(|v| (v.intent_id.to_string(), v)))
+    }
+
+    /// The records by surface name, then scope text, then key, each level in byte order.
+    pub(super) fn records_by_name(&self) -> RecordsByName<'_> {
+        let mut records = RecordsByName::new();
         for ((surface, scope, key), r) in &self.records {
             records
                 .entry(surface.to_string())
@@ -210,7 +248,58 @@ impl State {
                 .insert(key.as_str(), r);
         }
         // BTreeMap<String, _> iterates in byte order of the keys: canonical order.
-        for (i, (surface, by_scope)) in records.iter().enumerate() {
+        records
+    }
+
+    /// Adds the decoded entries of the event stream of `surface`, in one pass. An entry the
+    /// fold would not file there is filed as the fold would, for the re-encoding to refuse.
+    pub(super) fn insert_decoded_stream<E>(
+        &mut self,
+        surface: Surface,
+        entries: impl ExactSizeIterator<Item = Result<Prepared, E>>,
+    ) -> Result<(), StateDecodeError>
+    where
+        StateDecodeError: From<E>,
+    {
+        let mut stream = Vec::with_capacity(entries.len());
+        for prepared in entries {
+            let prepared = prepared?;
+            match prepared.item {
+                Item::Event(event) => stream.push(event),
+                item => {
+                    self.insert(Prepared {
+                        surface: prepared.surface,
+                        item,
+                    });
+                }
+            }
+        }
+        self.insert_stream(surface, stream);
+        Ok(())
+    }
+
+    /// Writes layout 1 through `w`, entry by entry.
+    fn write_json_layout(&self, w: &mut Writer<'_>) {
+        w.raw(b"{\"events\":{");
+        for (i, (surface, stream)) in self.events_by_name().into_iter().enumerate() {
+            w.key(i, &surface);
+            w.entries(
+                stream
+                    .values()
+                    .map(|e| (&e.op_id, &e.hlc, &e.scope, &e.payload)),
+            );
+        }
+        w.raw(b"},\"intents\":{");
+        for (i, (name, view)) in self.intents_by_name().into_iter().enumerate() {
+            w.key(i, &name);
+            w.entries(
+                self.intents
+                    .entries(&view.intent_id)
+                    .map(|e| (&e.op_id, &e.hlc, &e.scope, &e.payload)),
+            );
+        }
+        w.raw(b"},\"records\":{");
+        for (i, (surface, by_scope)) in self.records_by_name().iter().enumerate() {
             w.key(i, surface);
             w.raw(b"{");
             for (j, (scope, by_key)) in by_scope.iter().enumerate() {
@@ -227,12 +316,22 @@ impl State {
             w.raw(b"}");
         }
         w.raw(b"},\"v\":");
-        w.raw(STATE_LAYOUT_VERSION.to_string().as_bytes());
+        w.raw(JSON_STATE_LAYOUT_VERSION.to_string().as_bytes());
         w.raw(b"}");
     }
 
-    /// Decodes canonical state bytes, refusing anything not exactly canonical.
+    /// Decodes state bytes in either layout, refusing anything that is not exactly what some
+    /// state encodes to in that layout.
     pub fn from_canonical_bytes(bytes: &[u8]) -> Result<Self, StateDecodeError> {
+        if bytes.first() == Some(&b'{') {
+            Self::decode_json_layout(bytes)
+        } else {
+            Self::decode_binary_layout(bytes)
+        }
+    }
+
+    /// Decodes layout 1.
+    fn decode_json_layout(bytes: &[u8]) -> Result<Self, StateDecodeError> {
         // UTF-8 is checked once for the whole input (fast on mostly-ASCII text) rather than
         // string by string while parsing.
         let text = std::str::from_utf8(bytes).map_err(|_| StateDecodeError::NotJson)?;
@@ -240,27 +339,14 @@ impl State {
             Category::Data => StateDecodeError::Layout,
             Category::Io | Category::Syntax | Category::Eof => StateDecodeError::NotJson,
         })?;
-        if doc.v != STATE_LAYOUT_VERSION {
+        if doc.v != JSON_STATE_LAYOUT_VERSION {
             return Err(StateDecodeError::UnsupportedVersion(doc.v));
         }
         let mut state = State::new();
         for (surface, entries) in doc.events {
             let surface = parse_surface(&surface)?;
-            let mut stream = Vec::with_capacity(entries.len());
-            for e in entries {
-                let prepared = e.prepare(&surface)?;
-                match prepared.item {
-                    Item::Event(event) => stream.push(event),
-                    // Not an event surface: filed as the fold would, refused by the re-encoding.
-                    item => {
-                        state.insert(Prepared {
-                            surface: prepared.surface,
-                            item,
-                        });
-                    }
-                }
-            }
-            state.insert_stream(surface, stream);
+            let prepared = entries.into_iter().map(|e| e.prepare(&surface));
+            state.insert_decoded_stream(surface.clone(), prepared)?;
         }
         for (_, entries) in doc.intents {
             for e in entries {
@@ -275,12 +361,19 @@ impl State {
                 }
             }
         }
-        if !state.encodes_to(bytes) {
+        if !state.encodes_to(bytes, Layout::Json) {
             return Err(StateDecodeError::NonCanonical);
         }
         Ok(state)
     }
 }
+
+/// One event stream, keyed as the fold keys it.
+pub(super) type EventStream = BTreeMap<(Hlc, OpId), EventEntry>;
+
+/// Records grouped by surface name, scope text and key.
+pub(super) type RecordsByName<'a> =
+    BTreeMap<String, BTreeMap<String, BTreeMap<&'a str, &'a RecordEntry>>>;
 
 /// Named items in byte order of their names (canonical JSON's key order).
 fn sorted_by_name<T>(items: impl Iterator<Item = (String, T)>) -> Vec<(String, T)> {
@@ -302,7 +395,7 @@ fn write_key(out: &mut Vec<u8>, index: usize, key: &str) {
 /// entry (in encoding order), each holding its entry and every byte written after the entry
 /// before it; the last slot holds what follows the last entry. Only the slots in `window` are
 /// written, so the parts for `0..k` and `k..` joined are the whole encoding.
-struct Writer<'a> {
+pub(super) struct Writer<'a> {
     out: &'a mut Vec<u8>,
     /// Called with `out` after each entry written; may take the bytes and clear `out`.
     flush: &'a mut dyn FnMut(&mut Vec<u8>),
@@ -329,7 +422,14 @@ impl<'a> Writer<'a> {
         self.window.contains(&self.slot)
     }
 
-    fn raw(&mut self, bytes: &[u8]) {
+    /// Writes what `write` appends, if this slot is in the window.
+    pub(super) fn put(&mut self, write: impl FnOnce(&mut Vec<u8>)) {
+        if self.writing() {
+            write(self.out);
+        }
+    }
+
+    pub(super) fn raw(&mut self, bytes: &[u8]) {
         if self.writing() {
             self.out.extend_from_slice(bytes);
         }
@@ -343,7 +443,7 @@ impl<'a> Writer<'a> {
 
     /// Writes one entry (with whatever precedes it in its container) and moves to the next
     /// slot.
-    fn entry(&mut self, write: impl FnOnce(&mut Vec<u8>)) {
+    pub(super) fn entry(&mut self, write: impl FnOnce(&mut Vec<u8>)) {
         if self.writing() {
             write(self.out);
             (self.flush)(self.out);
@@ -396,7 +496,7 @@ fn write_entry(out: &mut Vec<u8>, op_id: &OpId, hlc: &Hlc, scope: &Scope, payloa
     out.push(b'}');
 }
 
-fn parse_surface(s: &str) -> Result<Surface, StateDecodeError> {
+pub(super) fn parse_surface(s: &str) -> Result<Surface, StateDecodeError> {
     Surface::parse(s).map_err(|_| StateDecodeError::InvalidKey("surface"))
 }
 
@@ -442,7 +542,7 @@ mod tests {
     }
 
     fn text(s: &State) -> String {
-        String::from_utf8(s.to_canonical_bytes()).unwrap()
+        String::from_utf8(s.json_layout_bytes()).unwrap()
     }
 
     #[test]
@@ -455,7 +555,7 @@ mod tests {
 
     #[test]
     fn the_layout_is_as_documented() {
-        let v: Value = serde_json::from_slice(&sample().to_canonical_bytes()).unwrap();
+        let v: Value = serde_json::from_slice(&sample().json_layout_bytes()).unwrap();
         let event = &v["events"]["conversation"][0];
         assert_eq!(event["payload"]["text"], json!("hi"));
         assert_eq!(event["scope"], json!("personal"));
@@ -472,7 +572,7 @@ mod tests {
     fn the_direct_writer_is_the_canonical_json_of_the_json_value() {
         let s = sample();
         assert_eq!(
-            s.to_canonical_bytes(),
+            s.json_layout_bytes(),
             canonical_json(&s.to_canonical_json())
         );
     }
@@ -481,22 +581,23 @@ mod tests {
     fn states_round_trip() {
         let s = sample();
         assert_eq!(
-            State::from_canonical_bytes(&s.to_canonical_bytes()).unwrap(),
+            State::from_canonical_bytes(&s.json_layout_bytes()).unwrap(),
             s
         );
         let empty = State::new();
         assert_eq!(
-            State::from_canonical_bytes(&empty.to_canonical_bytes()).unwrap(),
+            State::from_canonical_bytes(&empty.json_layout_bytes()).unwrap(),
             empty
         );
     }
 
     #[test]
     fn anything_but_the_exact_canonical_bytes_is_refused() {
-        let bytes = sample().to_canonical_bytes();
+        let bytes = sample().json_layout_bytes();
         let t = String::from_utf8(bytes).unwrap();
         let err = |s: &str| State::from_canonical_bytes(s.as_bytes()).unwrap_err();
-        assert_eq!(err("not json"), StateDecodeError::NotJson);
+        assert_eq!(err("{not json"), StateDecodeError::NotJson);
+        assert_eq!(err("not json"), StateDecodeError::UnknownLayout);
         assert_eq!(err(r#"{"v":1,"extra":{}}"#), StateDecodeError::Layout);
         assert_eq!(
             err(r#"{"events":{},"intents":{},"records":{},"v":2}"#),
@@ -529,18 +630,21 @@ mod tests {
     fn the_chunked_comparison_sees_every_byte_of_a_large_state() {
         let ops = user_turns(3, 400, |i| format!("message {i} {}", "y".repeat(400)));
         let s = fold(&ops).unwrap();
-        let bytes = s.to_canonical_bytes();
+        let bytes = s.json_layout_bytes();
         assert!(bytes.len() > 2 * COMPARE_CHUNK, "{} bytes", bytes.len());
-        assert!(s.encodes_to(&bytes));
+        assert!(s.encodes_to(&bytes, Layout::Json));
         for at in [0, COMPARE_CHUNK - 1, COMPARE_CHUNK + 7, bytes.len() - 1] {
             let mut changed = bytes.clone();
             changed[at] ^= 1;
-            assert!(!s.encodes_to(&changed), "a change at {at} went unseen");
+            assert!(
+                !s.encodes_to(&changed, Layout::Json),
+                "a change at {at} went unseen"
+            );
         }
-        assert!(!s.encodes_to(&bytes[..bytes.len() - 1]));
+        assert!(!s.encodes_to(&bytes[..bytes.len() - 1], Layout::Json));
         let mut longer = bytes;
         longer.push(b' ');
-        assert!(!s.encodes_to(&longer));
+        assert!(!s.encodes_to(&longer, Layout::Json));
     }
 
     #[test]
@@ -591,14 +695,14 @@ mod tests {
 
     fn window(s: &State, window: Range<usize>) -> Vec<u8> {
         let mut out = Vec::new();
-        s.write_window(window, &mut out);
+        s.write_window(Layout::Json, window, &mut out);
         out
     }
 
     #[test]
     fn the_parts_before_and_from_any_entry_join_into_the_whole_encoding() {
         let s = sample();
-        let whole = s.to_canonical_bytes();
+        let whole = s.json_layout_bytes();
         assert_eq!(s.entry_count(), 3);
         for k in 0..=4 {
             let joined = [window(&s, 0..k), window(&s, k..usize::MAX)].concat();
@@ -614,8 +718,8 @@ mod tests {
     fn a_state_compared_in_two_halves_is_still_checked_byte_for_byte() {
         let ops = user_turns(4, PARALLEL_COMPARE_MIN_ENTRIES + 10, |i| format!("m{i}"));
         let s = fold(&ops).unwrap();
-        let bytes = s.to_canonical_bytes();
-        assert!(s.encodes_to(&bytes));
+        let bytes = s.json_layout_bytes();
+        assert!(s.encodes_to(&bytes, Layout::Json));
         // Where the halves meet: the entry after the middle one starts with `,{"hlc"`.
         let middle = bytes.len() / 2;
         let seam = middle
@@ -626,11 +730,17 @@ mod tests {
         for at in [0, seam - 1, seam, seam + 1, bytes.len() - 1] {
             let mut changed = bytes.clone();
             changed[at] ^= 1;
-            assert!(!s.encodes_to(&changed), "a change at {at} went unseen");
+            assert!(
+                !s.encodes_to(&changed, Layout::Json),
+                "a change at {at} went unseen"
+            );
         }
-        assert!(!s.encodes_to(&bytes[..bytes.len() - 1]));
-        assert!(!s.encodes_to(&[&bytes[..seam], b" ", &bytes[seam..]].concat()));
-        assert!(!s.encodes_to(&[&bytes[..seam], &bytes[seam + 1..]].concat()));
+        assert!(!s.encodes_to(&bytes[..bytes.len() - 1], Layout::Json));
+        assert!(!s.encodes_to(
+            &[&bytes[..seam], b" ", &bytes[seam..]].concat(),
+            Layout::Json
+        ));
+        assert!(!s.encodes_to(&[&bytes[..seam], &bytes[seam + 1..]].concat(), Layout::Json));
         assert_eq!(State::from_canonical_bytes(&bytes).unwrap(), s);
     }
 
@@ -641,7 +751,7 @@ mod tests {
         fn folded_states_round_trip(chains in arb_chains(6)) {
             let ops: Vec<_> = author(&chains).into_iter().flatten().collect();
             let s = fold(&ops).unwrap();
-            let bytes = s.to_canonical_bytes();
+            let bytes = s.json_layout_bytes();
             prop_assert_eq!(&bytes, &canonical_json(&s.to_canonical_json()));
             prop_assert_eq!(State::from_canonical_bytes(&bytes).unwrap(), s);
         }
