@@ -51,6 +51,7 @@ pub(super) fn canonical_json_value(json: &[u8]) -> Result<Value, Malformed> {
 }
 
 /// Reads binary input front to back; every read fails cleanly past the end.
+#[derive(Clone)]
 pub(super) struct Reader<'a> {
     rest: &'a [u8],
 }
@@ -64,6 +65,11 @@ impl<'a> Reader<'a> {
     /// Whether everything was read.
     pub(super) fn is_empty(&self) -> bool {
         self.rest.is_empty()
+    }
+
+    /// How many bytes are left.
+    pub(super) fn len(&self) -> usize {
+        self.rest.len()
     }
 
     /// The next `n` bytes.

@@ -34,7 +34,7 @@ use super::fold::{prepare, Prepared, State};
 use super::hlc::Hlc;
 use super::op::OpId;
 use super::scope::Scope;
-use super::state_codec::{parse_surface, Layout, StateDecodeError, Writer};
+use super::state_codec::{parse_surface, Layout, StateDecodeError, Writer, PARALLEL_MIN_ENTRIES};
 use super::surface::Surface;
 use crate::domain::ids::DeviceId;
 
@@ -121,8 +121,8 @@ impl State {
         for _ in 0..r.count(MIN_GROUP_LEN)? {
             let surface = parse_surface(r.text()?)?;
             let n = r.count(MIN_ENTRY_LEN)?;
-            let prepared = (0..n).map(|_| read_entry(&mut r, &surface));
-            state.insert_decoded_stream(surface.clone(), prepared)?;
+            let prepared = read_stream(&mut r, &surface, n)?;
+            state.insert_decoded_stream(surface, prepared);
         }
         for _ in 0..r.count(MIN_GROUP_LEN)? {
             // The id is the entries' own; the re-encoding checks it.
@@ -177,6 +177,51 @@ fn write_entry(
     let mut prefix = Vec::with_capacity(10);
     put_varint(&mut prefix, len as u64);
     out.splice(at..at + 2, prefix);
+}
+
+/// Reads `n` entries of the event stream of `surface`. A long stream is read in two halves
+/// at once: the first on a thread of its own, the second here. An error in the first half is
+/// reported ahead of one in the second, as if they had been read in turn.
+fn read_stream(
+    r: &mut Reader<'_>,
+    surface: &Surface,
+    n: usize,
+) -> Result<Vec<Prepared>, StateDecodeError> {
+    let read = |r: &mut Reader<'_>, n: usize| -> Result<Vec<Prepared>, StateDecodeError> {
+        (0..n).map(|_| read_entry(r, surface)).collect()
+    };
+    if n < PARALLEL_MIN_ENTRIES {
+        return read(r, n);
+    }
+    let half = n / 2;
+    let mut skim = r.clone();
+    if (0..half).any(|_| skip_entry(&mut skim).is_err()) {
+        // The input ends within the first half: read in turn, for the first error in order.
+        return read(r, n);
+    }
+    let mut first = Reader::new(r.take(r.len() - skim.len())?);
+    let (first, second) = std::thread::scope(|s| {
+        let first = s.spawn(move || read(&mut first, half));
+        let second = read(r, n - half);
+        let first = first
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (first, second)
+    });
+    let mut entries = first?;
+    entries.extend(second?);
+    Ok(entries)
+}
+
+/// Moves past one entry without decoding it.
+fn skip_entry(r: &mut Reader<'_>) -> Result<(), Malformed> {
+    r.take(32)?;
+    r.varint()?;
+    r.varint()?;
+    r.take(16)?;
+    r.bytes()?;
+    r.bytes()?;
+    Ok(())
 }
 
 /// Reads one entry and checks it as the fold checks an op on `surface`. Its payload is only
@@ -427,6 +472,53 @@ mod tests {
             changed[at] ^= 1;
             assert!(!s.encodes_to(&changed, Layout::Binary), "a change at {at}");
         }
+    }
+
+    #[test]
+    fn a_long_stream_read_in_two_halves_reports_the_first_error_in_order() {
+        let ops = user_turns(1, PARALLEL_MIN_ENTRIES + 10, |i| format!("m{i}"));
+        let s = fold(&ops).unwrap();
+        let bytes = s.to_canonical_bytes();
+        assert_eq!(decode(&bytes).unwrap(), s);
+        let role = br#""role":"user""#;
+        let first = bytes.windows(role.len()).position(|w| w == role).unwrap();
+        let last = bytes.windows(role.len()).rposition(|w| w == role).unwrap();
+        // A turn the fold refuses early on; a payload that is not JSON in the second half.
+        let mut early = bytes.clone();
+        early[first + 11] = b'x';
+        let bytes_len = bytes.len();
+        let mut late = bytes;
+        late[last] = b'[';
+        assert!(matches!(
+            decode(&early),
+            Err(StateDecodeError::InvalidEntry(
+                FoldError::InvalidPayload { .. }
+            ))
+        ));
+        assert_eq!(
+            decode(&late),
+            Err(StateDecodeError::Malformed("payload is not JSON"))
+        );
+        // Cut within the first half, past what the count needs: the first error in order is
+        // still the early one.
+        assert!(matches!(
+            decode(&early[..bytes_len * 48 / 100]),
+            Err(StateDecodeError::InvalidEntry(
+                FoldError::InvalidPayload { .. }
+            ))
+        ));
+        assert_eq!(
+            decode(&late[..bytes_len * 48 / 100]),
+            Err(StateDecodeError::Malformed("truncated"))
+        );
+        let mut both = early;
+        both[last] = b'[';
+        assert!(matches!(
+            decode(&both),
+            Err(StateDecodeError::InvalidEntry(
+                FoldError::InvalidPayload { .. }
+            ))
+        ));
     }
 
     proptest! {

@@ -50,8 +50,9 @@ use super::surface::Surface;
 const COMPARE_CHUNK: usize = 64 * 1024;
 
 /// From this many entries on, [`State::from_canonical_bytes`] re-encodes the state in two
-/// halves on two threads; below it, a thread costs more than it saves.
-const PARALLEL_COMPARE_MIN_ENTRIES: usize = 4096;
+/// halves on two threads, and reads a binary event stream of this many entries in two
+/// halves; below it, a thread costs more than it saves.
+pub(super) const PARALLEL_MIN_ENTRIES: usize = 4096;
 
 /// The version of the state layout [`State::to_canonical_bytes`] writes: the binary layout
 /// (see the `state_binary` module).
@@ -173,7 +174,7 @@ impl State {
     /// second is written on a second thread and compared against the end of `bytes`.
     pub(super) fn encodes_to(&self, bytes: &[u8], layout: Layout) -> bool {
         let entries = self.entry_count();
-        if entries < PARALLEL_COMPARE_MIN_ENTRIES {
+        if entries < PARALLEL_MIN_ENTRIES {
             return self.compare_window(layout, 0..usize::MAX, bytes) == Some(bytes.len());
         }
         let half = entries / 2;
@@ -253,17 +254,9 @@ impl State {
 
     /// Adds the decoded entries of the event stream of `surface`, in one pass. An entry the
     /// fold would not file there is filed as the fold would, for the re-encoding to refuse.
-    pub(super) fn insert_decoded_stream<E>(
-        &mut self,
-        surface: Surface,
-        entries: impl ExactSizeIterator<Item = Result<Prepared, E>>,
-    ) -> Result<(), StateDecodeError>
-    where
-        StateDecodeError: From<E>,
-    {
+    pub(super) fn insert_decoded_stream(&mut self, surface: Surface, entries: Vec<Prepared>) {
         let mut stream = Vec::with_capacity(entries.len());
         for prepared in entries {
-            let prepared = prepared?;
             match prepared.item {
                 Item::Event(event) => stream.push(event),
                 item => {
@@ -275,7 +268,6 @@ impl State {
             }
         }
         self.insert_stream(surface, stream);
-        Ok(())
     }
 
     /// Writes layout 1 through `w`, entry by entry.
@@ -345,8 +337,11 @@ impl State {
         let mut state = State::new();
         for (surface, entries) in doc.events {
             let surface = parse_surface(&surface)?;
-            let prepared = entries.into_iter().map(|e| e.prepare(&surface));
-            state.insert_decoded_stream(surface.clone(), prepared)?;
+            let prepared = entries
+                .into_iter()
+                .map(|e| e.prepare(&surface))
+                .collect::<Result<_, _>>()?;
+            state.insert_decoded_stream(surface, prepared);
         }
         for (_, entries) in doc.intents {
             for e in entries {
@@ -716,7 +711,7 @@ mod tests {
 
     #[test]
     fn a_state_compared_in_two_halves_is_still_checked_byte_for_byte() {
-        let ops = user_turns(4, PARALLEL_COMPARE_MIN_ENTRIES + 10, |i| format!("m{i}"));
+        let ops = user_turns(4, PARALLEL_MIN_ENTRIES + 10, |i| format!("m{i}"));
         let s = fold(&ops).unwrap();
         let bytes = s.json_layout_bytes();
         assert!(s.encodes_to(&bytes, Layout::Json));
