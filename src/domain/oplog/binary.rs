@@ -10,14 +10,24 @@ use super::canonical::write_canonical_json;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Malformed(pub(super) &'static str);
 
-/// Appends `v` as a minimal unsigned LEB128 varint.
-pub(super) fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+/// `v` as a minimal unsigned LEB128 varint: the bytes, and how many of them it takes.
+pub(super) fn varint_bytes(mut v: u64) -> ([u8; 10], usize) {
+    let mut bytes = [0; 10];
+    let mut len = 0;
     while v >= 0x80 {
         // Truncation is the point: the low seven bits, with the continuation bit set.
-        out.push((v as u8) | 0x80);
+        bytes[len] = (v as u8) | 0x80;
+        len += 1;
         v >>= 7;
     }
-    out.push(v as u8);
+    bytes[len] = v as u8;
+    (bytes, len + 1)
+}
+
+/// Appends `v` as a minimal unsigned LEB128 varint.
+pub(super) fn put_varint(out: &mut Vec<u8>, v: u64) {
+    let (bytes, len) = varint_bytes(v);
+    out.extend_from_slice(&bytes[..len]);
 }
 
 /// Appends `bytes` after their length as a varint.

@@ -20,7 +20,7 @@
 //!
 //! Names are compared as bytes. Varints are unsigned LEB128 in their minimal form. The first
 //! byte is never `{`, so [`State::from_canonical_bytes`] tells the layouts apart by it, and
-//! never the first byte of a sealed state.
+//! the magic is not a sealed state's (`TSS1`).
 //!
 //! Decoding re-folds every entry through the fold's checks and then requires the re-encoding
 //! to equal the input byte for byte, as layout 1 does: anything but the exact bytes some state
@@ -28,7 +28,7 @@
 //! name, a losing write, trailing bytes) is refused. Against layout 1, a state of chat
 //! messages is about 30% smaller, and decodes without parsing JSON structure, hex or UUID text.
 
-use super::binary::{put_bytes, put_varint, Malformed, Reader};
+use super::binary::{put_bytes, put_varint, varint_bytes, Malformed, Reader};
 use super::canonical::write_canonical_json;
 use super::fold::{prepare, Prepared, State};
 use super::hlc::Hlc;
@@ -173,10 +173,8 @@ fn write_entry(
     let at = out.len();
     out.extend_from_slice(&[0, 0]);
     write_canonical_json(payload, out);
-    let len = out.len() - at - 2;
-    let mut prefix = Vec::with_capacity(10);
-    put_varint(&mut prefix, len as u64);
-    out.splice(at..at + 2, prefix);
+    let (prefix, width) = varint_bytes((out.len() - at - 2) as u64);
+    out.splice(at..at + 2, prefix[..width].iter().copied());
 }
 
 /// Reads `n` entries of the event stream of `surface`. A long stream is read in two halves
