@@ -529,5 +529,34 @@ mod tests {
             prop_assert_eq!(&decode(&s.to_canonical_bytes()).unwrap(), &s);
             prop_assert_eq!(&decode(&s.json_layout_bytes()).unwrap(), &s);
         }
+
+        #[test]
+        fn any_bytes_after_the_magic_decode_or_fail_without_panicking(
+            body in proptest::collection::vec(any::<u8>(), 0..300)
+        ) {
+            let bytes = [&b"TSL\x02"[..], &body].concat();
+            if let Ok(s) = decode(&bytes) {
+                prop_assert_eq!(s.to_canonical_bytes(), bytes);
+            }
+        }
+
+        #[test]
+        fn a_cut_or_spliced_state_decodes_only_to_its_own_encoding(
+            chains in arb_chains(4),
+            cut in any::<proptest::sample::Index>(),
+            junk in proptest::collection::vec(any::<u8>(), 0..8),
+        ) {
+            let ops: Vec<_> = author(&chains).into_iter().flatten().collect();
+            let bytes = fold(&ops).unwrap().to_canonical_bytes();
+            let at = cut.index(bytes.len());
+            for edited in [
+                bytes[..at].to_vec(),
+                [&bytes[..at], &junk[..], &bytes[at..]].concat(),
+            ] {
+                if let Ok(s) = decode(&edited) {
+                    prop_assert_eq!(s.to_canonical_bytes(), edited);
+                }
+            }
+        }
     }
 }
