@@ -26,9 +26,9 @@
 //!
 //! Decoding ([`State::from_canonical_bytes`]), in either layout, re-folds every entry through
 //! the same checks as the fold and then requires the re-encoding in the same layout to equal
-//! the input byte for byte. Anything that
-//! is not exactly what some state would encode to (unknown fields, wrong order, an entry filed
-//! under the wrong key, a payload the fold would refuse, a losing write) is refused.
+//! the input byte for byte. Anything that is not exactly what some state would encode to
+//! (unknown fields, wrong order, an entry filed under the wrong key, a payload the fold would
+//! refuse, a losing write) is refused.
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -424,6 +424,7 @@ impl<'a> Writer<'a> {
         }
     }
 
+    /// Writes `bytes`, if this slot is in the window.
     pub(super) fn raw(&mut self, bytes: &[u8]) {
         if self.writing() {
             self.out.extend_from_slice(bytes);
