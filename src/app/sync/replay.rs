@@ -164,11 +164,11 @@ pub(super) fn fold_range(
     // `ops_from` returns seqs >= `next`, so every round moves `next` past at least one op:
     // the loop ends after at most `to - from + 1` ops.
     while next <= to {
-        let page = journal.ops_from(device, next, page)?;
-        let Some(last) = page.last().map(OpRecord::seq) else {
+        let ops = journal.ops_from(device, next, page)?;
+        let Some(last) = ops.last().map(OpRecord::seq) else {
             break;
         };
-        let opened = page
+        let opened = ops
             .iter()
             .filter(|op| op.seq() <= to)
             .map(|op| opener.open(op, true))

@@ -87,19 +87,11 @@ impl World {
         keys: Arc<dyn KeyProvider>,
         e2e: bool,
     ) -> DeviceSync {
-        DeviceSync::builder(
-            journal,
-            Arc::clone(&self.relay),
-            Arc::clone(&self.leases),
-            keys,
-        )
-        .clock(clock as Arc<dyn Clock>)
-        .device_candidate(dev(n))
-        .rng(Box::new(StdRng::seed_from_u64(n as u64)))
-        .e2e(e2e)
-        .open()
-        .await
-        .expect("open device")
+        let config = SyncConfig {
+            e2e,
+            ..SyncConfig::default()
+        };
+        self.open_device(n, journal, clock, keys, config).await
     }
 
     /// Device `n` on `journal`, shared keys, with `config`.
@@ -110,14 +102,29 @@ impl World {
         clock: &Arc<ManualClock>,
         config: SyncConfig,
     ) -> DeviceSync {
+        let keys = Arc::clone(&self.keys);
+        self.open_device(n, journal, Arc::clone(clock), keys, config)
+            .await
+    }
+
+    /// Opens device `n` with everything given and a nonce RNG seeded by `n`.
+    async fn open_device(
+        &self,
+        n: u128,
+        journal: Arc<dyn Journal>,
+        clock: Arc<ManualClock>,
+        keys: Arc<dyn KeyProvider>,
+        config: SyncConfig,
+    ) -> DeviceSync {
         DeviceSync::builder(
             journal,
             Arc::clone(&self.relay),
             Arc::clone(&self.leases),
-            Arc::clone(&self.keys),
+            keys,
         )
-        .clock(Arc::clone(clock) as Arc<dyn Clock>)
+        .clock(clock as Arc<dyn Clock>)
         .device_candidate(dev(n))
+        .rng(Box::new(StdRng::seed_from_u64(n as u64)))
         .config(config)
         .open()
         .await
