@@ -402,10 +402,16 @@ fn recorded_messages(state: &State, messages: &[Message]) -> HashSet<MessageId> 
     let wanted: HashSet<String> = messages.iter().map(|m| m.id.to_string()).collect();
     state
         .events(&Surface::Conversation)
-        .filter_map(|e| e.payload.get(MESSAGE_ID_FIELD).and_then(Value::as_str))
-        .filter(|id| wanted.contains(*id))
-        .filter_map(|id| MessageId::parse(id).ok())
+        .filter_map(|e| e.payload.parse::<NamedMessage>().ok()?.message_id)
+        .filter(|id| wanted.contains(id))
+        .filter_map(|id| MessageId::parse(&id).ok())
         .collect()
+}
+
+/// The message a conversation payload names, if it names one.
+#[derive(serde::Deserialize)]
+struct NamedMessage {
+    message_id: Option<String>,
 }
 
 /// Runs store work on tokio's blocking pool. A panic in `work` is resumed on the caller.
@@ -546,7 +552,12 @@ mod tests {
         let ids: Vec<String> = b
             .state()
             .events(&Surface::Conversation)
-            .map(|e| e.payload[MESSAGE_ID_FIELD].as_str().unwrap().to_owned())
+            .map(|e| {
+                e.payload.to_value()[MESSAGE_ID_FIELD]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
             .collect();
         let expected: Vec<String> = engine
             .transcript(session.id)

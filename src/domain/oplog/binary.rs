@@ -60,6 +60,13 @@ pub(super) fn canonical_json_value(json: &[u8]) -> Result<Value, Malformed> {
     Ok(value)
 }
 
+/// Canonical JSON text, refusing bytes that are not (see [`canonical_json_value`]).
+pub(super) fn canonical_text(json: &[u8]) -> Result<&str, Malformed> {
+    const NOT_CANONICAL: Malformed = Malformed("payload is not canonical JSON");
+    canonical_json_value(json).map_err(|_| NOT_CANONICAL)?;
+    std::str::from_utf8(json).map_err(|_| NOT_CANONICAL)
+}
+
 /// Reads binary input front to back; every read fails cleanly past the end.
 #[derive(Clone)]
 pub(super) struct Reader<'a> {

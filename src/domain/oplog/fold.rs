@@ -16,6 +16,9 @@
 //! the same key are two records (they are sealed with different keys and seen by different
 //! people).
 //!
+//! Entries hold their payload as a [`Payload`]: the canonical JSON text, which is what the
+//! state encodes and hashes, read back with [`Payload::to_value`] or [`Payload::parse`].
+//!
 //! Payload shapes are checked per surface (see the `payload` module) and a misfit is a
 //! [`FoldError`], never silently skipped. [`State::apply_all`] checks every op before changing
 //! anything, so a refused batch leaves the state untouched. Sealed ops must be opened first
@@ -32,11 +35,12 @@ use std::fmt;
 use serde_json::Value;
 
 use super::hlc::Hlc;
-use super::intent::{Intent, IntentEntry, IntentLedger};
+use super::intent::{IntentEntry, IntentLedger};
 use super::op::{OpId, OpPayload, OpRecord};
-use super::payload::{record_fields, validate_payload, PayloadError};
+use super::payload::{payload_fields, Payload, PayloadError, PayloadFields};
 use super::scope::Scope;
 use super::surface::{FoldTier, Surface};
+use super::transcript::ConversationTurn;
 use sha2::{Digest, Sha256};
 
 /// Domain-separation tag of the state hash.
@@ -81,7 +85,7 @@ pub struct EventEntry {
     /// Its scope.
     pub scope: Scope,
     /// Its payload.
-    pub payload: Value,
+    pub payload: Payload,
 }
 
 /// The current write of one last-writer-wins record.
@@ -98,7 +102,7 @@ pub struct RecordEntry {
     /// Whether the winning write is a tombstone.
     pub deleted: bool,
     /// The winning payload (including `"key"` and `"deleted"`).
-    pub payload: Value,
+    pub payload: Payload,
 }
 
 /// The address of a last-writer-wins record.
@@ -122,9 +126,51 @@ pub(super) fn prepare(
     hlc: Hlc,
     scope: &Scope,
     surface: &Surface,
-    payload: Value,
+    payload: &Value,
 ) -> Result<Prepared, FoldError> {
-    let invalid = |source| match source {
+    let fields = payload_fields(surface, payload).map_err(|e| invalid(op_id, surface, e))?;
+    Ok(assemble(
+        op_id,
+        hlc,
+        scope,
+        surface,
+        fields,
+        Payload::from_value(payload),
+    ))
+}
+
+/// [`prepare`] for a payload given as text already checked to be canonical JSON (as a
+/// decoded state holds it): only what the surface needs is parsed, and the text is kept.
+pub(super) fn prepare_text(
+    op_id: OpId,
+    hlc: Hlc,
+    scope: &Scope,
+    surface: &Surface,
+    text: &str,
+) -> Result<Prepared, FoldError> {
+    let invalid = |e| invalid(op_id, surface, e);
+    let payload = Payload::from_checked_text(text);
+    let item = match surface.tier() {
+        FoldTier::EventStream if *surface == Surface::Conversation => {
+            ConversationTurn::check_text(text).map_err(invalid)?;
+            assemble(op_id, hlc, scope, surface, PayloadFields::Event, payload)
+        }
+        FoldTier::EventStream => {
+            assemble(op_id, hlc, scope, surface, PayloadFields::Event, payload)
+        }
+        // Records and intents are few: they are read from a parsed tree, as an op's are.
+        FoldTier::LastWriterWins | FoldTier::Leased => {
+            let value = payload.to_value();
+            let fields = payload_fields(surface, &value).map_err(invalid)?;
+            assemble(op_id, hlc, scope, surface, fields, payload)
+        }
+    };
+    Ok(item)
+}
+
+/// The fold's error for a payload that does not fit `surface`.
+fn invalid(op_id: OpId, surface: &Surface, source: PayloadError) -> FoldError {
+    match source {
         PayloadError::MissingKey => FoldError::MissingKey {
             op_id,
             surface: surface.clone(),
@@ -134,61 +180,62 @@ pub(super) fn prepare(
             surface: surface.clone(),
             source,
         },
-    };
-    validate_payload(surface, &payload).map_err(invalid)?;
-    let item = match surface.tier() {
-        FoldTier::EventStream => Item::Event(EventEntry {
+    }
+}
+
+/// The item for a checked payload and what was read from it.
+fn assemble(
+    op_id: OpId,
+    hlc: Hlc,
+    scope: &Scope,
+    surface: &Surface,
+    fields: PayloadFields<'_>,
+    payload: Payload,
+) -> Prepared {
+    let scope = scope.clone();
+    let item = match fields {
+        PayloadFields::Event => Item::Event(EventEntry {
             op_id,
             hlc,
-            scope: scope.clone(),
+            scope,
             payload,
         }),
-        FoldTier::LastWriterWins => {
-            let (key, deleted) = record_fields(&payload).map_err(invalid)?;
-            let key = key.to_owned();
-            Item::Record(RecordEntry {
-                op_id,
-                hlc,
-                scope: scope.clone(),
-                key,
-                deleted,
-                payload,
-            })
-        }
-        FoldTier::Leased => Item::Intent(IntentEntry {
+        PayloadFields::Record { key, deleted } => Item::Record(RecordEntry {
             op_id,
             hlc,
-            scope: scope.clone(),
-            intent: Intent::from_payload(&payload).map_err(invalid)?,
+            scope,
+            key: key.to_owned(),
+            deleted,
+            payload,
+        }),
+        PayloadFields::Intent(intent) => Item::Intent(IntentEntry {
+            op_id,
+            hlc,
+            scope,
+            intent,
             payload,
         }),
     };
-    Ok(Prepared {
+    Prepared {
         surface: surface.clone(),
         item,
-    })
+    }
 }
 
 fn prepare_op(op: &OpRecord) -> Result<Prepared, FoldError> {
     match op.payload() {
-        OpPayload::Plain(value) => prepare(
-            op.op_id(),
-            op.hlc(),
-            op.scope(),
-            op.surface(),
-            value.clone(),
-        ),
+        OpPayload::Plain(value) => prepare(op.op_id(), op.hlc(), op.scope(), op.surface(), value),
         OpPayload::Sealed { .. } => Err(FoldError::Sealed { op_id: op.op_id() }),
     }
 }
 
-/// [`prepare_op`] for an op given up: its payload moves into the state instead of being
-/// copied.
+/// [`prepare_op`] for an op given up: its scope and surface move instead of being copied,
+/// and its parsed payload is freed once its text is taken.
 fn prepare_owned(op: OpRecord) -> Result<Prepared, FoldError> {
     let (op_id, hlc) = (op.op_id(), op.hlc());
     let (scope, surface, payload) = op.into_parts();
     match payload {
-        OpPayload::Plain(value) => prepare(op_id, hlc, &scope, &surface, value),
+        OpPayload::Plain(value) => prepare(op_id, hlc, &scope, &surface, &value),
         OpPayload::Sealed { .. } => Err(FoldError::Sealed { op_id }),
     }
 }
@@ -234,8 +281,9 @@ impl State {
         Ok(self.insert_all(prepared))
     }
 
-    /// [`State::apply_all`] for ops the caller no longer needs: payloads move into the state
-    /// instead of being copied. On error nothing changes.
+    /// [`State::apply_all`] for ops the caller no longer needs: each op is taken apart as it
+    /// is checked, so its parsed payload is freed as soon as its text is kept. On error
+    /// nothing changes.
     pub fn apply_all_owned(&mut self, ops: Vec<OpRecord>) -> Result<FoldSummary, FoldError> {
         let prepared = ops
             .into_iter()
@@ -309,7 +357,7 @@ impl State {
     }
 
     /// The live (not deleted) value of one record.
-    pub fn live_record(&self, surface: &Surface, scope: &Scope, key: &str) -> Option<&Value> {
+    pub fn live_record(&self, surface: &Surface, scope: &Scope, key: &str) -> Option<&Payload> {
         self.record(surface, scope, key)
             .filter(|r| !r.deleted)
             .map(|r| &r.payload)
@@ -375,6 +423,7 @@ pub fn hash_state_bytes(canonical: &[u8]) -> [u8; 32] {
 mod tests {
     use super::*;
     use crate::domain::oplog::author::OpAuthor;
+    use crate::domain::oplog::intent::Intent;
     use crate::domain::oplog::test_support::{arb_chains, author, dev};
     use proptest::prelude::*;
     use rand::rngs::StdRng;
@@ -459,7 +508,7 @@ mod tests {
                 .record(&Surface::Knowledge, &Scope::Personal, "sky")
                 .unwrap();
             assert_eq!(
-                (r.op_id, r.payload["body"].clone()),
+                (r.op_id, r.payload.to_value()["body"].clone()),
                 (new.op_id(), json!("blue"))
             );
             assert_eq!(s.records(&Surface::Knowledge).count(), 2);
@@ -490,8 +539,9 @@ mod tests {
         );
         let s = fold([&pb, &pa]).unwrap();
         assert_eq!(
-            s.live_record(&Surface::Preference, &Scope::Personal, "theme"),
-            Some(&json!({"key": "theme", "value": "light"}))
+            s.live_record(&Surface::Preference, &Scope::Personal, "theme")
+                .map(Payload::to_value),
+            Some(json!({"key": "theme", "value": "light"}))
         );
     }
 
@@ -526,7 +576,8 @@ mod tests {
         let s = fold([&del, &put_again, &put]).unwrap();
         assert_eq!(
             s.live_record(&Surface::Skill, &Scope::Personal, "k")
-                .unwrap()["v"],
+                .unwrap()
+                .to_value()["v"],
             json!(2)
         );
     }
@@ -560,15 +611,20 @@ mod tests {
         let s = fold([&p, &o, &r]).unwrap();
         assert_eq!(
             s.live_record(&Surface::Preference, &Scope::Personal, "k")
-                .unwrap()["v"],
+                .unwrap()
+                .to_value()["v"],
             json!("me")
         );
         assert_eq!(
-            s.live_record(&Surface::Preference, &acme, "k").unwrap()["v"],
+            s.live_record(&Surface::Preference, &acme, "k")
+                .unwrap()
+                .to_value()["v"],
             json!("org")
         );
         assert_eq!(
-            s.live_record(&reg, &Scope::Personal, "k").unwrap()["v"],
+            s.live_record(&reg, &Scope::Personal, "k")
+                .unwrap()
+                .to_value()["v"],
             json!("reg")
         );
         assert_eq!(s.records(&Surface::Preference).count(), 2);

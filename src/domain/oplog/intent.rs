@@ -44,7 +44,7 @@ use serde_json::{Map, Value};
 
 use super::hlc::Hlc;
 use super::op::OpId;
-use super::payload::PayloadError;
+use super::payload::{Payload, PayloadError};
 use super::scope::Scope;
 use crate::domain::ids::{Epoch, IdError, RunId};
 
@@ -256,7 +256,7 @@ pub struct IntentEntry {
     /// What it said.
     pub intent: Intent,
     /// The op payload as folded (kept verbatim for the state encoding).
-    pub payload: Value,
+    pub payload: Payload,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -434,7 +434,7 @@ mod tests {
             op_id: OpId::from_bytes([tag; 32]),
             hlc: Hlc::new(wall, 0, DeviceId::from_uuid(Uuid::from_u128(1)).unwrap()),
             scope: Scope::Personal,
-            payload: intent.to_payload(),
+            payload: Payload::from_value(&intent.to_payload()),
             intent,
         }
     }

@@ -77,7 +77,9 @@ pub use op::{OpError, OpId, OpPayload, OpRecord, SEALED_NONCE_LEN};
 pub use op_codec::{
     claimed_op_id, decode_op, encode_op, encode_op_into, encoded_len, OpDecodeError, OP_FORMAT,
 };
-pub use payload::{validate_payload, PayloadError, RECORD_KEY_FIELD, TOMBSTONE_FIELD};
+pub use payload::{
+    validate_payload, Payload, PayloadError, MAX_PAYLOAD_DEPTH, RECORD_KEY_FIELD, TOMBSTONE_FIELD,
+};
 pub use scope::{OrgId, Scope};
 pub use seal::{
     author_sealed, checkpoint_epoch, is_sealed_checkpoint, op_seal_aad, open_checkpoint, open_op,

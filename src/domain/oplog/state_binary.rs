@@ -22,17 +22,20 @@
 //! byte is never `{`, so [`State::from_canonical_bytes`] tells the layouts apart by it, and
 //! the magic is not a sealed state's (`TSS1`).
 //!
-//! Decoding re-folds every entry through the fold's checks and then requires the re-encoding
-//! to equal the input byte for byte, as layout 1 does: anything but the exact bytes some state
-//! encodes to (a payload not in canonical JSON, entries out of order or filed under the wrong
-//! name, a losing write, trailing bytes) is refused. Against layout 1, a state of chat
-//! messages is about 30% smaller, and decodes without parsing JSON structure, hex or UUID text.
+//! Decoding checks that each payload is canonical JSON text and keeps that text as the entry's
+//! [`Payload`](super::payload::Payload), re-folds every entry through the fold's checks, and
+//! then requires the re-encoding to equal the input byte for byte, as layout 1 does: anything
+//! but the exact bytes some state encodes to (a payload not in canonical JSON, entries out of
+//! order or filed under the wrong name, a losing write, trailing bytes) is refused. Against
+//! layout 1, a state of chat messages is about 30% smaller, and decodes without parsing hex or
+//! UUID text or building a JSON tree per event (a conversation turn's fields are checked
+//! straight from its text).
 
-use super::binary::{put_bytes, put_varint, varint_bytes, Malformed, Reader};
-use super::canonical::write_canonical_json;
-use super::fold::{prepare, Prepared, State};
+use super::binary::{canonical_text, put_bytes, put_varint, Malformed, Reader};
+use super::fold::{prepare_text, Prepared, State};
 use super::hlc::Hlc;
 use super::op::OpId;
+use super::payload::Payload;
 use super::scope::Scope;
 use super::state_codec::{parse_surface, Layout, StateDecodeError, Writer, PARALLEL_MIN_ENTRIES};
 use super::surface::Surface;
@@ -153,13 +156,7 @@ impl State {
 }
 
 /// One entry (see the module docs).
-fn write_entry(
-    out: &mut Vec<u8>,
-    op_id: &OpId,
-    hlc: &Hlc,
-    scope: &Scope,
-    payload: &serde_json::Value,
-) {
+fn write_entry(out: &mut Vec<u8>, op_id: &OpId, hlc: &Hlc, scope: &Scope, payload: &Payload) {
     out.extend_from_slice(op_id.as_bytes());
     put_varint(out, hlc.wall_ms);
     put_varint(out, u64::from(hlc.counter));
@@ -168,13 +165,7 @@ fn write_entry(
         Scope::Personal => put_bytes(out, b"personal"),
         Scope::Shared { .. } => put_bytes(out, scope.to_string().as_bytes()),
     }
-    // The payload's length comes first, so its text is written behind a placeholder of the
-    // usual width and moved only when its length needs another.
-    let at = out.len();
-    out.extend_from_slice(&[0, 0]);
-    write_canonical_json(payload, out);
-    let (prefix, width) = varint_bytes((out.len() - at - 2) as u64);
-    out.splice(at..at + 2, prefix[..width].iter().copied());
+    put_bytes(out, payload.as_str().as_bytes());
 }
 
 /// Reads `n` entries of the event stream of `surface`. A long stream is read in two halves
@@ -222,8 +213,8 @@ fn skip_entry(r: &mut Reader<'_>) -> Result<(), Malformed> {
     Ok(())
 }
 
-/// Reads one entry and checks it as the fold checks an op on `surface`. Its payload is only
-/// parsed here: that it is canonical is checked by the re-encoding.
+/// Reads one entry and checks it as the fold checks an op on `surface`. The payload must be
+/// canonical JSON text, which the entry keeps as it is.
 fn read_entry(r: &mut Reader<'_>, surface: &Surface) -> Result<Prepared, StateDecodeError> {
     let op_id = OpId::from_bytes(r.array()?);
     let wall_ms = r.varint()?;
@@ -232,9 +223,8 @@ fn read_entry(r: &mut Reader<'_>, surface: &Surface) -> Result<Prepared, StateDe
     let device = DeviceId::from_uuid(uuid::Uuid::from_bytes(r.array()?))
         .map_err(|_| Malformed("nil device"))?;
     let scope = Scope::parse(r.text()?).map_err(|_| StateDecodeError::InvalidKey("scope"))?;
-    let payload =
-        serde_json::from_slice(r.bytes()?).map_err(|_| Malformed("payload is not JSON"))?;
-    Ok(prepare(
+    let payload = canonical_text(r.bytes()?)?;
+    Ok(prepare_text(
         op_id,
         Hlc::new(wall_ms, counter, device),
         &scope,
@@ -250,7 +240,6 @@ mod tests {
 
     use super::*;
     use crate::domain::oplog::author::OpAuthor;
-    use crate::domain::oplog::canonical::canonical_json;
     use crate::domain::oplog::fold::{fold, FoldError};
     use crate::domain::oplog::test_support::{arb_chains, author, dev, user_turns};
     use crate::domain::oplog::OpPayload;
@@ -334,7 +323,7 @@ mod tests {
                 event.op_id,
                 event.hlc,
                 "personal".to_owned(),
-                canonical_json(&event.payload)
+                event.payload.as_str().as_bytes().to_vec()
             )
         );
 
@@ -362,7 +351,7 @@ mod tests {
                 record.op_id,
                 record.hlc,
                 "shared:acme".to_owned(),
-                canonical_json(&record.payload)
+                record.payload.as_str().as_bytes().to_vec()
             )
         );
         assert!(r.is_empty());
@@ -431,7 +420,14 @@ mod tests {
             Err(StateDecodeError::Malformed("truncated"))
         );
         // Payload text that is JSON but not canonical: a space after a colon, same length.
-        let payload = canonical_json(&s.events(&Surface::Conversation).next().unwrap().payload);
+        let payload = s
+            .events(&Surface::Conversation)
+            .next()
+            .unwrap()
+            .payload
+            .as_str()
+            .as_bytes()
+            .to_vec();
         let at = bytes
             .windows(payload.len())
             .position(|w| w == payload)
@@ -443,7 +439,10 @@ mod tests {
             .replacen("\"hi\"", "\"h\"", 1);
         assert_eq!(spaced_payload.len(), payload.len());
         spaced[at..at + payload.len()].copy_from_slice(spaced_payload.as_bytes());
-        assert_eq!(decode(&spaced), Err(StateDecodeError::NonCanonical));
+        assert_eq!(
+            decode(&spaced),
+            Err(StateDecodeError::Malformed("payload is not canonical JSON"))
+        );
         // A record filed under another key.
         let mut misfiled = bytes.clone();
         let key_at = bytes.windows(2).rposition(|w| w == b"\x01k").unwrap();
@@ -495,7 +494,7 @@ mod tests {
         ));
         assert_eq!(
             decode(&late),
-            Err(StateDecodeError::Malformed("payload is not JSON"))
+            Err(StateDecodeError::Malformed("payload is not canonical JSON"))
         );
         // Cut within the first half, past what the count needs: the first error in order is
         // still the early one.

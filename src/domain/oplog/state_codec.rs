@@ -37,11 +37,12 @@ use serde::Deserialize;
 use serde_json::error::Category;
 use serde_json::Value;
 
-use super::canonical::{write_canonical_json, write_display, write_hex, write_json_string};
+use super::canonical::{write_display, write_hex, write_json_string};
 use super::fold::{prepare, EventEntry, FoldError, Item, Prepared, RecordEntry, State};
 use super::hlc::Hlc;
 use super::intent::IntentView;
 use super::op::OpId;
+use super::payload::Payload;
 use super::scope::Scope;
 use super::surface::Surface;
 
@@ -126,7 +127,7 @@ struct EntryDoc {
 impl EntryDoc {
     /// Checks the entry as the fold checks an op on `surface`.
     fn prepare(self, surface: &Surface) -> Result<Prepared, FoldError> {
-        prepare(self.op_id, self.hlc, &self.scope, surface, self.payload)
+        prepare(self.op_id, self.hlc, &self.scope, surface, &self.payload)
     }
 }
 
@@ -449,7 +450,7 @@ impl<'a> Writer<'a> {
 
     fn entries<'e>(
         &mut self,
-        entries: impl Iterator<Item = (&'e OpId, &'e Hlc, &'e Scope, &'e Value)>,
+        entries: impl Iterator<Item = (&'e OpId, &'e Hlc, &'e Scope, &'e Payload)>,
     ) {
         self.raw(b"[");
         for (i, (op_id, hlc, scope, payload)) in entries.enumerate() {
@@ -465,7 +466,7 @@ impl<'a> Writer<'a> {
 }
 
 /// One entry: `{"hlc": .., "op_id": .., "payload": .., "scope": ..}`, keys in canonical order.
-fn write_entry(out: &mut Vec<u8>, op_id: &OpId, hlc: &Hlc, scope: &Scope, payload: &Value) {
+fn write_entry(out: &mut Vec<u8>, op_id: &OpId, hlc: &Hlc, scope: &Scope, payload: &Payload) {
     out.extend_from_slice(b"{\"hlc\":{\"counter\":");
     write_display(out, hlc.counter);
     out.extend_from_slice(b",\"device\":\"");
@@ -483,7 +484,7 @@ fn write_entry(out: &mut Vec<u8>, op_id: &OpId, hlc: &Hlc, scope: &Scope, payloa
     out.extend_from_slice(b"},\"op_id\":\"");
     write_hex(out, op_id.as_bytes());
     out.extend_from_slice(b"\",\"payload\":");
-    write_canonical_json(payload, out);
+    out.extend_from_slice(payload.as_str().as_bytes());
     out.extend_from_slice(b",\"scope\":");
     match scope {
         Scope::Personal => out.extend_from_slice(b"\"personal\""),

@@ -52,7 +52,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::fold::State;
-use super::payload::PayloadError;
+use super::payload::{Payload, PayloadError};
 use super::surface::Surface;
 use crate::domain::message::Role;
 
@@ -124,39 +124,58 @@ struct TurnWire {
     tool_call_id: Option<String>,
 }
 
-/// [`TurnWire`] borrowed from the payload: what checking a payload reads, without copying a
-/// string of it.
+/// [`TurnWire`] read without copying: what checking a payload needs.
 #[derive(Deserialize)]
-struct TurnCheck<'a> {
-    #[serde(borrow)]
-    conversation_id: &'a str,
+struct TurnCheck {
+    conversation_id: StrLen,
     #[serde(rename = "role")]
     _role: Role,
-    #[serde(default, borrow, rename = "text")]
-    _text: &'a str,
-    #[serde(default, borrow, rename = "tool_calls")]
-    _tool_calls: Vec<ToolCallCheck<'a>>,
-    #[serde(default, borrow, rename = "tool_call_id")]
-    _tool_call_id: Option<&'a str>,
+    #[serde(default, rename = "text")]
+    _text: StrLen,
+    #[serde(default, rename = "tool_calls")]
+    _tool_calls: Vec<ToolCallCheck>,
+    #[serde(default, rename = "tool_call_id")]
+    _tool_call_id: Option<StrLen>,
 }
 
-/// [`ToolCall`] borrowed from the payload (any JSON is valid arguments).
+/// [`ToolCall`] read without copying (any JSON is valid arguments).
 #[derive(Deserialize)]
-struct ToolCallCheck<'a> {
-    #[serde(borrow, rename = "id")]
-    _id: &'a str,
-    #[serde(borrow, rename = "name")]
-    _name: &'a str,
+struct ToolCallCheck {
+    #[serde(rename = "id")]
+    _id: StrLen,
+    #[serde(rename = "name")]
+    _name: StrLen,
     #[serde(default, rename = "arguments")]
     _arguments: serde::de::IgnoredAny,
+}
+
+/// A JSON string, read (from a parsed tree or from text, escaped or not) and measured but
+/// never copied.
+#[derive(Default)]
+struct StrLen(usize);
+
+impl<'de> Deserialize<'de> for StrLen {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Measure;
+        impl serde::de::Visitor<'_> for Measure {
+            type Value = StrLen;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<StrLen, E> {
+                Ok(StrLen(s.len()))
+            }
+        }
+        d.deserialize_str(Measure)
+    }
 }
 
 const TURN_SHAPE: &str = "needs \"conversation_id\" and \"role\"; \"text\", \"tool_calls\" and \
                           \"tool_call_id\" must have their documented types";
 const CONVERSATION_ID_SIZE: &str = "\"conversation_id\" must be 1 to 256 bytes";
 
-fn check_conversation_id(id: &str) -> Result<(), PayloadError> {
-    if id.is_empty() || id.len() > MAX_CONVERSATION_ID_LEN {
+fn check_conversation_id(len: usize) -> Result<(), PayloadError> {
+    if len == 0 || len > MAX_CONVERSATION_ID_LEN {
         return Err(PayloadError::InvalidTurn(CONVERSATION_ID_SIZE));
     }
     Ok(())
@@ -171,7 +190,18 @@ impl ConversationTurn {
         }
         let wire =
             TurnCheck::deserialize(payload).map_err(|_| PayloadError::InvalidTurn(TURN_SHAPE))?;
-        check_conversation_id(wire.conversation_id)
+        check_conversation_id(wire.conversation_id.0)
+    }
+
+    /// [`ConversationTurn::check_payload`] for canonical JSON text, read without building a
+    /// tree (canonical text has no whitespace, so an object starts with `{`).
+    pub(super) fn check_text(text: &str) -> Result<(), PayloadError> {
+        if !text.starts_with('{') {
+            return Err(PayloadError::NotAnObject);
+        }
+        let wire: TurnCheck =
+            serde_json::from_str(text).map_err(|_| PayloadError::InvalidTurn(TURN_SHAPE))?;
+        check_conversation_id(wire.conversation_id.0)
     }
 
     /// Reads a conversation op's payload.
@@ -180,9 +210,25 @@ impl ConversationTurn {
             return Err(PayloadError::NotAnObject);
         }
         // Deserialized from the borrowed value: no copy of the whole payload first.
-        let wire =
-            TurnWire::deserialize(payload).map_err(|_| PayloadError::InvalidTurn(TURN_SHAPE))?;
-        check_conversation_id(&wire.conversation_id)?;
+        Self::from_wire(
+            TurnWire::deserialize(payload).map_err(|_| PayloadError::InvalidTurn(TURN_SHAPE))?,
+        )
+    }
+
+    /// Reads a folded conversation payload straight from its text.
+    pub fn from_folded(payload: &Payload) -> Result<Self, PayloadError> {
+        if !payload.as_str().starts_with('{') {
+            return Err(PayloadError::NotAnObject);
+        }
+        Self::from_wire(
+            payload
+                .parse()
+                .map_err(|_| PayloadError::InvalidTurn(TURN_SHAPE))?,
+        )
+    }
+
+    fn from_wire(wire: TurnWire) -> Result<Self, PayloadError> {
+        check_conversation_id(wire.conversation_id.len())?;
         Ok(Self {
             conversation_id: wire.conversation_id,
             turn: Turn {
@@ -226,7 +272,7 @@ pub fn conversation_turns(state: &State, conversation_id: &str) -> Vec<Turn> {
     state
         .events(&Surface::Conversation)
         // The fold validated every conversation payload, so none fails to parse here.
-        .filter_map(|e| ConversationTurn::from_payload(&e.payload).ok())
+        .filter_map(|e| ConversationTurn::from_folded(&e.payload).ok())
         .filter(|c| c.conversation_id == conversation_id)
         .map(|c| c.turn)
         .collect()
@@ -858,11 +904,10 @@ mod tests {
             json!(null),
         ];
         for p in payloads {
-            assert_eq!(
-                ConversationTurn::check_payload(&p),
-                ConversationTurn::from_payload(&p).map(|_| ()),
-                "{p}"
-            );
+            let read = ConversationTurn::from_payload(&p).map(|_| ());
+            assert_eq!(ConversationTurn::check_payload(&p), read, "{p}");
+            let text = String::from_utf8(crate::domain::oplog::canonical_json(&p)).unwrap();
+            assert_eq!(ConversationTurn::check_text(&text), read, "{p} as text");
         }
     }
 
