@@ -5,6 +5,7 @@
 use serde_json::Value;
 
 use super::canonical::write_canonical_json;
+use super::canonical_check::check_canonical_json;
 
 /// Why binary input does not decode: a fixed description, never quoting the input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,10 +61,11 @@ pub(super) fn canonical_json_value(json: &[u8]) -> Result<Value, Malformed> {
     Ok(value)
 }
 
-/// Canonical JSON text, refusing bytes that are not (see [`canonical_json_value`]).
+/// Canonical JSON text, refusing bytes that are not (the same bytes [`canonical_json_value`]
+/// refuses, checked without building a tree).
 pub(super) fn canonical_text(json: &[u8]) -> Result<&str, Malformed> {
     const NOT_CANONICAL: Malformed = Malformed("payload is not canonical JSON");
-    canonical_json_value(json).map_err(|_| NOT_CANONICAL)?;
+    check_canonical_json(json).map_err(|_| NOT_CANONICAL)?;
     std::str::from_utf8(json).map_err(|_| NOT_CANONICAL)
 }
 

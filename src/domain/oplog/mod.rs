@@ -39,6 +39,7 @@
 pub mod author;
 mod binary;
 pub mod canonical;
+mod canonical_check;
 pub mod checkpoint;
 pub mod fold;
 pub mod frontier;
