@@ -20,11 +20,12 @@
 //!   (including non-ASCII and `/`) as raw UTF-8;
 //! - `true`, `false`, `null`.
 //!
-//! Floats deserve a warning: `serde_json`'s default float *parser* is best-effort and can land
-//! one ULP away from the value the shortest printed form denotes, so an op whose plaintext
-//! payload holds an arbitrary float may fail to re-verify after travelling as JSON. Payloads
-//! should carry integers or strings for anything precise; enabling `serde_json`'s
-//! `float_roundtrip` feature removes the hazard entirely.
+//! Floats read back exactly: this crate builds `serde_json` with its `float_roundtrip`
+//! feature, so parsing the shortest printed form of an `f64` gives that same `f64`, and a
+//! payload holding any finite float re-encodes to the bytes it was read from. (Without that
+//! feature `serde_json`'s float parser may land one ULP away, and such a payload could fail
+//! to re-verify after travelling as JSON; a crate linked into the same build cannot turn the
+//! feature off, because Cargo features only add.)
 //!
 //! NaN and infinities need no rejection here: a `serde_json::Value` cannot hold them
 //! (`Number::from_f64` refuses them and the parser does not accept them), so every `Value` has
