@@ -5,9 +5,10 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use crate::domain::crypto::{KeyEpoch, SessionKey};
+use crate::domain::oplog::{author_sealed_text, ReadyOp};
 use crate::domain::oplog::{
-    author_sealed, ChainHead, ChainTip, ConversationTurn, Intent, IntentStatus, OpPayload,
-    OpRecord, Scope, SealError, Surface, Turn,
+    ChainHead, ChainTip, ConversationTurn, Intent, IntentStatus, OpPayload, OpRecord, Scope,
+    SealError, Surface, Turn,
 };
 
 use super::replay::blocking;
@@ -45,10 +46,12 @@ impl DeviceSync {
         let mut stored = Vec::with_capacity(entries.len());
         let mut opened = Vec::with_capacity(entries.len());
         for (scope, surface, payload) in entries {
-            let op = if self.config.e2e {
+            // Each op is checked against its surface as it is authored; the fold checks the
+            // same rules again on the canonical text, without building a JSON tree.
+            let (op, ready) = if self.config.e2e {
                 let (epoch, key) = self.current_key(&scope)?;
                 let mut rng: &mut (dyn rand_core::CryptoRngCore + Send + Sync) = &mut *self.rng;
-                author_sealed(
+                let (op, text) = author_sealed_text(
                     &mut author,
                     now,
                     scope,
@@ -63,11 +66,15 @@ impl DeviceSync {
                     // without E2E.
                     SealError::Op(op) => SyncError::Op(op),
                     other => SyncError::Seal(other),
-                })?
+                })?;
+                let ready = ReadyOp::from_text(&op, &text)?;
+                (op, ready)
             } else {
-                author.append(now, scope, surface, OpPayload::Plain(payload.clone()))?
+                let op = author.append(now, scope, surface, OpPayload::Plain(payload))?;
+                let ready = ReadyOp::from_plain(&op)?;
+                (op, ready)
             };
-            opened.push(op.opened_copy(payload));
+            opened.push(ready);
             stored.push(op);
         }
         let journal = Arc::clone(&self.journal);
@@ -84,8 +91,7 @@ impl DeviceSync {
                 head: Some(ChainHead::of(last)),
             });
         }
-        // The author checked every payload against its surface, which is all the fold checks.
-        self.state.apply_all_owned(opened)?;
+        self.state.apply_ready(opened);
         Ok(stored.iter().map(appended).collect())
     }
 

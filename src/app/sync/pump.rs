@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tokio::task::JoinHandle;
 
 use crate::domain::ids::{DeviceId, Seq};
-use crate::domain::oplog::{DriftGuard, OpRecord};
+use crate::domain::oplog::{DriftGuard, OpRecord, ReadyOp};
 use crate::ports::{BatchLimit, PullBatch, PullCursors, RelayError};
 
 use super::replay::{blocking, ingest, joined, Opener};
@@ -160,8 +160,8 @@ impl DeviceSync {
             .await?;
             report.journaled += ingested.journaled;
             self.frontier = ingested.frontier;
-            let newest = ingested.opened.iter().map(OpRecord::hlc).max();
-            let summary = self.state.apply_all_owned(ingested.opened)?;
+            let newest = ingested.opened.iter().map(ReadyOp::hlc).max();
+            let summary = self.state.apply_ready(ingested.opened);
             report.folded += summary.changed;
             if let Some(newest) = newest {
                 // Verified against the same drift bound, so the merge is accepted.

@@ -13,10 +13,10 @@ use tokio::task::JoinError;
 use crate::domain::crypto::{KeyEpoch, SessionKey};
 use crate::domain::ids::{DeviceId, Seq};
 use crate::domain::oplog::{
-    check_against_held, is_sealed_checkpoint, open_checkpoint, open_op, validate_payload,
-    verify_chain, ChainTip, Checkpoint, CheckpointId, DriftGuard, FoldError, Frontier, OpPayload,
-    OpRecord, Scope, State, VerifyError,
+    check_against_held, is_sealed_checkpoint, open_checkpoint, verify_chain, ChainTip, Checkpoint,
+    CheckpointId, DriftGuard, Frontier, OpPayload, OpRecord, Scope, State, VerifyError,
 };
+use crate::domain::oplog::{open_op_text, ReadyOp};
 use crate::ports::{BatchLimit, Journal, KeyError, KeyProvider};
 
 use super::error::SyncError;
@@ -73,19 +73,17 @@ impl Opener {
         Ok(key)
     }
 
-    /// The op ready to fold: opened if sealed; a plaintext op only if `plaintext_ok`.
-    pub(super) fn open(
-        &mut self,
-        op: &OpRecord,
-        plaintext_ok: bool,
-    ) -> Result<OpRecord, SyncError> {
+    /// The op opened (if sealed) and checked against its surface, ready to fold; a plaintext
+    /// op only if `plaintext_ok`.
+    pub(super) fn open(&mut self, op: &OpRecord, plaintext_ok: bool) -> Result<ReadyOp, SyncError> {
         match op.payload() {
             OpPayload::Sealed { key_epoch, .. } => {
                 let epoch = KeyEpoch::new(*key_epoch);
                 let key = self.key(op.scope(), epoch)?;
-                Ok(open_op(op, epoch, &key)?)
+                let text = open_op_text(op, epoch, &key)?;
+                Ok(ReadyOp::from_text(op, &text)?)
             }
-            OpPayload::Plain(_) if plaintext_ok => Ok(op.clone()),
+            OpPayload::Plain(_) if plaintext_ok => Ok(ReadyOp::from_plain(op)?),
             OpPayload::Plain(_) => Err(SyncError::PlaintextRefused { op_id: op.op_id() }),
         }
     }
@@ -173,7 +171,7 @@ pub(super) fn fold_range(
             .filter(|op| op.seq() <= to)
             .map(|op| opener.open(op, true))
             .collect::<Result<Vec<_>, _>>()?;
-        state.apply_all_owned(opened)?;
+        state.apply_ready(opened);
         next = last.next();
     }
     Ok(())
@@ -181,8 +179,8 @@ pub(super) fn fold_range(
 
 /// What ingesting a pulled batch produced.
 pub(super) struct Ingested {
-    /// The batch's new ops, opened, in a fold-ready order.
-    pub(super) opened: Vec<OpRecord>,
+    /// The batch's new ops, opened and checked against their surfaces.
+    pub(super) opened: Vec<ReadyOp>,
     /// Ops newly journaled.
     pub(super) journaled: usize,
     /// The journal's frontier, read back after the commit.
@@ -244,15 +242,6 @@ pub(super) fn ingest(
             held.push((device, why));
         }
     }
-    for op in &opened {
-        if let OpPayload::Plain(value) = op.payload() {
-            validate_payload(op.surface(), value).map_err(|source| FoldError::InvalidPayload {
-                op_id: op.op_id(),
-                surface: op.surface().clone(),
-                source,
-            })?;
-        }
-    }
     if fresh.is_empty() {
         return Ok(Ingested {
             opened,
@@ -279,7 +268,8 @@ fn is_key_not_held_yet(error: &SyncError) -> bool {
     )
 }
 
-/// Verifies one chain's new ops (in seq order) against its journaled `tip` and opens them.
+/// Verifies one chain's new ops (in seq order) against its journaled `tip`, opens them and
+/// checks their payloads against their surfaces.
 /// Returns the opened ops that can be taken now, a prefix of `ops`, and, if that is not all
 /// of them, why the next one cannot be taken *yet*: its stamp is further ahead of local time
 /// than the drift bound (local time catches up), or its scope key is not held yet. Any other
@@ -290,7 +280,7 @@ fn take_chain(
     drift: DriftGuard,
     opener: &mut Opener,
     plaintext_ok: bool,
-) -> Result<(Vec<OpRecord>, Option<SyncError>), SyncError> {
+) -> Result<(Vec<ReadyOp>, Option<SyncError>), SyncError> {
     let (verified, mut not_yet) = match verify_chain(ops, tip, Some(drift)) {
         Ok(_) => (ops.len(), None),
         // Every op before it passed every check.

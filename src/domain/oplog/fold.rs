@@ -222,6 +222,40 @@ fn assemble(
     }
 }
 
+/// An op checked against its surface and ready to fold, its payload kept as canonical JSON
+/// text: what the sync session folds. Opening a sealed op gives its plaintext as text
+/// ([`super::seal::open_op_text`]), which is checked here without building a JSON tree;
+/// [`State::apply_ready`] then cannot fail.
+pub(crate) struct ReadyOp {
+    hlc: Hlc,
+    prepared: Prepared,
+}
+
+impl ReadyOp {
+    /// `op`'s header with `text`, its payload in clear as canonical JSON (as
+    /// [`super::seal::open_op_text`] returns it), checked against the op's surface.
+    pub(crate) fn from_text(op: &OpRecord, text: &str) -> Result<Self, FoldError> {
+        let prepared = prepare_text(op.op_id(), op.hlc(), op.scope(), op.surface(), text)?;
+        Ok(Self {
+            hlc: op.hlc(),
+            prepared,
+        })
+    }
+
+    /// A plaintext op, checked against its surface; a sealed op is [`FoldError::Sealed`].
+    pub(crate) fn from_plain(op: &OpRecord) -> Result<Self, FoldError> {
+        Ok(Self {
+            hlc: op.hlc(),
+            prepared: prepare_op(op)?,
+        })
+    }
+
+    /// The op's stamp.
+    pub(crate) fn hlc(&self) -> Hlc {
+        self.hlc
+    }
+}
+
 fn prepare_op(op: &OpRecord) -> Result<Prepared, FoldError> {
     match op.payload() {
         OpPayload::Plain(value) => prepare(op.op_id(), op.hlc(), op.scope(), op.surface(), value),
@@ -292,7 +326,12 @@ impl State {
         Ok(self.insert_all(prepared))
     }
 
-    fn insert_all(&mut self, prepared: Vec<Prepared>) -> FoldSummary {
+    /// Folds ops already checked against their surfaces (see [`ReadyOp`]).
+    pub(crate) fn apply_ready(&mut self, ops: Vec<ReadyOp>) -> FoldSummary {
+        self.insert_all(ops.into_iter().map(|op| op.prepared))
+    }
+
+    fn insert_all(&mut self, prepared: impl IntoIterator<Item = Prepared>) -> FoldSummary {
         let mut summary = FoldSummary::default();
         for p in prepared {
             if self.insert(p) {
@@ -720,19 +759,32 @@ mod tests {
         assert!(!err.to_string().contains("no key"));
     }
 
+    /// Op 0 of device 1's chain, built directly: authors refuse payloads that misfit.
+    fn genesis_op(surface: Surface, payload: OpPayload) -> OpRecord {
+        OpRecord::new(
+            crate::domain::oplog::Hlc::new(2, 0, dev(1)),
+            crate::domain::ids::Seq::ZERO,
+            None,
+            Scope::Personal,
+            surface,
+            payload,
+        )
+        .unwrap()
+    }
+
+    /// [`genesis_op`] on the run surface with a (meaningless) sealed payload.
+    fn sealed_genesis_op() -> OpRecord {
+        let payload = OpPayload::Sealed {
+            key_epoch: 1,
+            nonce: [0; 24],
+            ciphertext: vec![1, 2],
+        };
+        genesis_op(Surface::Run, payload)
+    }
+
     #[test]
     fn malformed_and_sealed_payloads_are_refused() {
-        let mk = |surface: Surface, payload: OpPayload| {
-            OpRecord::new(
-                crate::domain::oplog::Hlc::new(2, 0, dev(1)),
-                crate::domain::ids::Seq::ZERO,
-                None,
-                Scope::Personal,
-                surface,
-                payload,
-            )
-            .unwrap()
-        };
+        let mk = genesis_op;
         let bad_turn = mk(
             Surface::Conversation,
             OpPayload::Plain(json!({"text": "secret"})),
@@ -763,14 +815,7 @@ mod tests {
             State::new().apply(&bad_intent),
             Err(FoldError::InvalidPayload { .. })
         ));
-        let sealed = mk(
-            Surface::Run,
-            OpPayload::Sealed {
-                key_epoch: 1,
-                nonce: [0; 24],
-                ciphertext: vec![1, 2],
-            },
-        );
+        let sealed = sealed_genesis_op();
         assert_eq!(
             State::new().apply(&sealed),
             Err(FoldError::Sealed {
@@ -783,6 +828,41 @@ mod tests {
         assert_eq!(
             s.events(&Surface::Run).next().unwrap().op_id,
             sealed.op_id()
+        );
+    }
+
+    /// The op's payload as the canonical JSON text [`ReadyOp::from_text`] takes.
+    fn canonical_text(op: &OpRecord) -> String {
+        let value = op.payload().as_plain().expect("a plaintext op");
+        String::from_utf8(crate::domain::oplog::canonical_json(value)).unwrap()
+    }
+
+    #[test]
+    fn ready_ops_are_refused_as_the_fold_refuses_them() {
+        let cases = [
+            (Surface::Conversation, json!({"text": "secret"})),
+            (
+                Surface::Conversation,
+                json!({"conversation_id": "c", "role": "user", "text": null}),
+            ),
+            (Surface::Declagent, json!({"name": "no key"})),
+            (Surface::Skill, json!({"key": "k", "deleted": 1})),
+            (Surface::Preference, json!(["not", "an", "object"])),
+            (Surface::Intent, json!({"status": "pending"})),
+        ];
+        for (surface, payload) in cases {
+            let op = genesis_op(surface, OpPayload::Plain(payload));
+            let expected = State::new().apply(&op).unwrap_err();
+            let from_text = ReadyOp::from_text(&op, &canonical_text(&op)).err();
+            assert_eq!(from_text.as_ref(), Some(&expected), "{op:?}");
+            assert_eq!(ReadyOp::from_plain(&op).err(), Some(expected));
+        }
+        let sealed = sealed_genesis_op();
+        assert_eq!(
+            ReadyOp::from_plain(&sealed).err(),
+            Some(FoldError::Sealed {
+                op_id: sealed.op_id()
+            })
         );
     }
 
@@ -844,6 +924,28 @@ mod tests {
                 prop_assert!(!twice.apply(op).unwrap());
             }
             prop_assert_eq!(state_hash(&twice), state_hash(&once));
+        }
+
+        /// Ops checked from their canonical text (as a sealed op opens) or from their tree
+        /// fold to the state the ops themselves fold to, with the same summary.
+        #[test]
+        fn ready_ops_fold_as_the_ops_do(chains in arb_chains(8)) {
+            let ops: Vec<OpRecord> = author(&chains).into_iter().flatten().collect();
+            let mut reference = State::new();
+            let expected = reference.apply_all(&ops).unwrap();
+            let from_text = ops
+                .iter()
+                .map(|op| ReadyOp::from_text(op, &canonical_text(op)))
+                .collect::<Result<Vec<_>, _>>()
+                .unwrap();
+            prop_assert!(from_text.iter().zip(&ops).all(|(r, op)| r.hlc() == op.hlc()));
+            let mut state = State::new();
+            prop_assert_eq!(state.apply_ready(from_text), expected);
+            prop_assert_eq!(&state, &reference);
+            let from_plain = ops.iter().map(ReadyOp::from_plain).collect::<Result<Vec<_>, _>>();
+            let mut state = State::new();
+            prop_assert_eq!(state.apply_ready(from_plain.unwrap()), expected);
+            prop_assert_eq!(state_hash(&state), state_hash(&reference));
         }
     }
 }

@@ -63,6 +63,7 @@ mod test_support;
 pub use author::OpAuthor;
 pub use canonical::{canonical_json, op_header_bytes, op_id_from_header, OP_ID_TAG};
 pub use checkpoint::{Checkpoint, CheckpointError, CheckpointId, CHECKPOINT_ID_TAG};
+pub(crate) use fold::ReadyOp;
 pub use fold::{
     fold, hash_state_bytes, state_hash, EventEntry, FoldError, FoldSummary, RecordEntry, State,
     STATE_HASH_TAG,
@@ -86,6 +87,7 @@ pub use seal::{
     author_sealed, checkpoint_epoch, is_sealed_checkpoint, op_seal_aad, open_checkpoint, open_op,
     seal_checkpoint, sealed_epoch, SealError,
 };
+pub(crate) use seal::{author_sealed_text, open_op_text};
 pub use state_codec::StateDecodeError;
 pub use surface::{FoldTier, RegistryKind, Surface};
 pub use transcript::{

@@ -56,6 +56,7 @@ use zeroize::Zeroizing;
 
 use super::author::OpAuthor;
 use super::canonical::{canonical_json, op_header_bytes, Framer};
+use super::canonical_check::check_canonical_json;
 use super::checkpoint::{Checkpoint, CheckpointId};
 use super::op::{OpError, OpId, OpPayload, OpRecord, SEALED_NONCE_LEN};
 use super::payload::validate_payload;
@@ -174,6 +175,26 @@ pub fn author_sealed(
     key: &SessionKey,
     rng: &mut impl rand_core::CryptoRngCore,
 ) -> Result<OpRecord, SealError> {
+    author_sealed_text(
+        author, now_ms, scope, surface, plaintext, key_epoch, key, rng,
+    )
+    .map(|(op, _)| op)
+}
+
+/// [`author_sealed`], also returning the plaintext as the canonical JSON text that was sealed
+/// (what [`open_op_text`] gives back), so the author can fold its own op without encoding the
+/// payload again.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn author_sealed_text(
+    author: &mut OpAuthor,
+    now_ms: u64,
+    scope: Scope,
+    surface: Surface,
+    plaintext: &Value,
+    key_epoch: KeyEpoch,
+    key: &SessionKey,
+    rng: &mut impl rand_core::CryptoRngCore,
+) -> Result<(OpRecord, Zeroizing<String>), SealError> {
     validate_payload(&surface, plaintext).map_err(|source| OpError::InvalidPayload {
         surface: surface.clone(),
         source,
@@ -188,8 +209,11 @@ pub fn author_sealed(
         &scope,
         &surface,
     );
-    let bytes = Zeroizing::new(canonical_json(plaintext));
-    let sealed = seal_with_aad(key, &op_seal_aad(&header, key_epoch), &bytes, rng)
+    // Canonical JSON of a `Value` is UTF-8: strings are copied from UTF-8, the rest is ASCII.
+    let text = Zeroizing::new(
+        String::from_utf8(canonical_json(plaintext)).expect("canonical JSON is UTF-8"),
+    );
+    let sealed = seal_with_aad(key, &op_seal_aad(&header, key_epoch), text.as_bytes(), rng)
         .map_err(SealError::Encrypt)?;
     let payload = OpPayload::Sealed {
         key_epoch: key_epoch.get(),
@@ -201,7 +225,7 @@ pub fn author_sealed(
         return Err(SealError::StampMismatch);
     }
     *author = next;
-    Ok(op)
+    Ok((op, text))
 }
 
 /// The key epoch a sealed op names, or `None` for a plaintext op.
@@ -219,6 +243,18 @@ pub fn open_op(
     key_epoch: KeyEpoch,
     key: &SessionKey,
 ) -> Result<OpRecord, SealError> {
+    let plaintext = open_payload(op, key_epoch, key)?;
+    let value: Value = serde_json::from_slice(&plaintext)
+        .map_err(|_| SealError::MalformedPlaintext { op_id: op.op_id() })?;
+    Ok(op.opened_copy(value))
+}
+
+/// The plaintext bytes of a sealed op's payload (see [`open_op`] for the errors).
+fn open_payload(
+    op: &OpRecord,
+    key_epoch: KeyEpoch,
+    key: &SessionKey,
+) -> Result<Zeroizing<Vec<u8>>, SealError> {
     let op_id = op.op_id();
     let OpPayload::Sealed {
         key_epoch: sealed,
@@ -236,16 +272,38 @@ pub fn open_op(
             offered: key_epoch,
         });
     }
-    let plaintext = open_parts_with_aad(
+    open_parts_with_aad(
         key,
         &op_seal_aad(&op.header_bytes(), sealed),
         nonce,
         ciphertext,
     )
-    .map_err(|_| SealError::Decrypt { op_id })?;
+    .map_err(|_| SealError::Decrypt { op_id })
+}
+
+/// [`open_op`] for folding: the plaintext payload as canonical JSON text, without building a
+/// JSON tree when the author sealed canonical JSON (as [`author_sealed`] does). Other JSON is
+/// re-encoded canonically, so the answer is the text [`open_op`]'s payload encodes to.
+pub(crate) fn open_op_text(
+    op: &OpRecord,
+    key_epoch: KeyEpoch,
+    key: &SessionKey,
+) -> Result<Zeroizing<String>, SealError> {
+    let op_id = op.op_id();
+    let mut plaintext = open_payload(op, key_epoch, key)?;
+    if check_canonical_json(&plaintext).is_ok() {
+        // Checked above: canonical JSON is UTF-8. Moved out, not copied; the emptied buffer
+        // is wiped as it drops.
+        let text = String::from_utf8(std::mem::take(&mut *plaintext))
+            .map_err(|_| SealError::MalformedPlaintext { op_id })?;
+        return Ok(Zeroizing::new(text));
+    }
     let value: Value =
         serde_json::from_slice(&plaintext).map_err(|_| SealError::MalformedPlaintext { op_id })?;
-    Ok(op.opened_copy(value))
+    let canonical = Zeroizing::new(canonical_json(&value));
+    let text =
+        std::str::from_utf8(&canonical).map_err(|_| SealError::MalformedPlaintext { op_id })?;
+    Ok(Zeroizing::new(text.to_owned()))
 }
 
 /// The associated data binding a sealed checkpoint state (see the module docs).
@@ -559,6 +617,76 @@ mod tests {
             SealError::StampMismatch
         );
         assert!(!msg.contains(CANARY));
+    }
+
+    /// `op` with `plaintext` sealed in its place under the same header and epoch 3: what an
+    /// author holding the key could write by hand.
+    fn resealed(op: &OpRecord, plaintext: &[u8]) -> OpRecord {
+        let aad = op_seal_aad(&op.header_bytes(), KeyEpoch::new(3));
+        let sealed = seal_with_aad(&key(1), &aad, plaintext, &mut rng()).unwrap();
+        rehome(op, |p| {
+            p.payload = OpPayload::Sealed {
+                key_epoch: 3,
+                nonce: sealed.nonce,
+                ciphertext: sealed.ciphertext,
+            }
+        })
+    }
+
+    #[test]
+    fn open_op_text_is_the_canonical_text_of_what_open_op_opens() {
+        let (_, op) = sealed_pair();
+        let e = KeyEpoch::new(3);
+        let text = open_op_text(&op, e, &key(1)).unwrap();
+        assert_eq!(text.as_bytes(), canonical_json(&turn()));
+        // JSON that is not canonical (spacing, key order, number form, escapes) is re-encoded.
+        let plaintexts: [&[u8]; 5] = [
+            br#"{"text":"canary-7f3a9c","role":"user","conversation_id":"c1"}"#,
+            br#" {"conversation_id": "c1", "role": "user", "text": "canary-7f3a9c"} "#,
+            br#"{"conversation_id":"c1","role":"user","text":"canary-\u0037f3a9c"}"#,
+            br#"{"conversation_id":"c1","role":"user","text":"x","n":1.50}"#,
+            br#"{"conversation_id":"c1","role":"user","text":"x","n":1E2}"#,
+        ];
+        for plaintext in plaintexts {
+            let moved = resealed(&op, plaintext);
+            let opened = open_op(&moved, e, &key(1)).unwrap();
+            let expected = canonical_json(opened.payload().as_plain().unwrap());
+            let text = open_op_text(&moved, e, &key(1)).unwrap();
+            assert_eq!(
+                text.as_bytes(),
+                expected,
+                "{}",
+                String::from_utf8_lossy(plaintext)
+            );
+            assert_ne!(text.as_bytes(), plaintext);
+        }
+        // What `open_op` refuses, `open_op_text` refuses with the same error.
+        let mut deep = vec![b'['; 128];
+        deep.extend([b']'; 128]);
+        let refused = [
+            resealed(&op, b"not json"),
+            resealed(&op, b"{\"a\":1"),
+            resealed(&op, b"\"\xff\""),
+            resealed(&op, &deep),
+        ];
+        for moved in &refused {
+            let expected = SealError::MalformedPlaintext {
+                op_id: moved.op_id(),
+            };
+            assert_eq!(open_op(moved, e, &key(1)).err(), Some(expected.clone()));
+            assert_eq!(open_op_text(moved, e, &key(1)).err(), Some(expected));
+        }
+        let plain = op.clone().opened(json!(1));
+        for (op, epoch, key) in [
+            (&op, e, key(2)),
+            (&op, KeyEpoch::new(2), key(1)),
+            (&plain, e, key(1)),
+        ] {
+            assert_eq!(
+                open_op_text(op, epoch, &key).err(),
+                open_op(op, epoch, &key).err()
+            );
+        }
     }
 
     #[test]

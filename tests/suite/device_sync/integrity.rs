@@ -3,30 +3,53 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use rand::rngs::StdRng;
+use rand::SeedableRng;
 use tandem::adapters::keys::StaticKeyProvider;
 use tandem::adapters::memory::MemoryRelay;
+use tandem::adapters::system::ManualClock;
+use tandem::app::sync::DeviceSync;
 use tandem::app::sync::SyncError;
-use tandem::domain::crypto::{KeyEpoch, SessionKey};
-use tandem::domain::oplog::{Scope, SealError, Surface, VerifyError};
+use tandem::domain::crypto::{seal_with_aad, KeyEpoch, SessionKey};
+use tandem::domain::ids::Seq;
+use tandem::domain::oplog::Frontier;
+use tandem::domain::oplog::{
+    op_header_bytes, op_seal_aad, FoldError, Hlc, OpPayload, OpRecord, PayloadError, Scope,
+    SealError, Surface, VerifyError,
+};
 use tandem::ports::{KeyError, KeyProvider, Relay};
 
 use super::harness::{
-    clock, fact, keys, memory_journal, org, said, with_a_runaway_clock, FaultyRelay, World,
-    RUNAWAY_MS,
+    clock, dev, fact, keys, memory_journal, org, said, with_a_runaway_clock, FaultyRelay, World,
+    RUNAWAY_MS, T0,
 };
+
+/// Devices 1 and 2 of `world`, both holding device 1's first turn.
+async fn a_synced_pair(world: &World, clock: &Arc<ManualClock>) -> (DeviceSync, DeviceSync) {
+    let mut a = world.device(1, clock).await;
+    let mut b = world.device(2, clock).await;
+    a.record_turn(Scope::Personal, "c", said("first"))
+        .await
+        .expect("turn");
+    a.pump().await.expect("a pumps");
+    b.pump().await.expect("b pumps");
+    (a, b)
+}
+
+/// Asserts that `device` still holds `hash` and `frontier`, in memory and in its journal.
+async fn assert_unchanged(device: &mut DeviceSync, hash: [u8; 32], frontier: &Frontier) {
+    assert_eq!(device.state_hash(), hash, "state changed");
+    assert_eq!(device.frontier(), frontier, "frontier changed");
+    let durable = device.status().await.expect("status").journal_frontier;
+    assert_eq!(&durable, frontier, "journal changed");
+}
 
 #[tokio::test]
 async fn a_tampered_pulled_op_is_refused_and_changes_nothing() {
     let clock = clock();
     let faulty = Arc::new(FaultyRelay::new(Arc::new(MemoryRelay::new())));
     let world = World::new(Arc::clone(&faulty) as _, Arc::clone(&clock));
-    let mut a = world.device(1, &clock).await;
-    let mut b = world.device(2, &clock).await;
-    a.record_turn(Scope::Personal, "c", said("first"))
-        .await
-        .expect("turn");
-    a.pump().await.expect("a pumps");
-    b.pump().await.expect("b pumps");
+    let (mut a, mut b) = a_synced_pair(&world, &clock).await;
     a.append(Scope::Personal, Surface::Knowledge, fact("k", "v"))
         .await
         .expect("fact");
@@ -39,10 +62,7 @@ async fn a_tampered_pulled_op_is_refused_and_changes_nothing() {
         matches!(err, SyncError::Verify(VerifyError::OpIdMismatch { .. })),
         "{err}"
     );
-    assert_eq!(b.state_hash(), hash, "state changed");
-    assert_eq!(b.frontier(), &frontier, "frontier changed");
-    let durable = b.status().await.expect("status").journal_frontier;
-    assert_eq!(durable, frontier, "journal changed");
+    assert_unchanged(&mut b, hash, &frontier).await;
 
     faulty.tamper.store(false, Ordering::SeqCst);
     b.pump().await.expect("clean pump");
@@ -296,4 +316,93 @@ async fn plaintext_ops_are_refused_under_e2e() {
     // Without E2E, plaintext is accepted.
     also_plain.pump().await.expect("plain pump");
     assert_eq!(also_plain.state_hash(), plain.state_hash());
+}
+
+/// Op 0 of device `n`'s chain on `surface` (personal scope, stamped at [`T0`]) whose payload
+/// is `plaintext` sealed by hand under the world's personal key: what a device holding the
+/// key could write without the author's checks.
+fn hand_sealed(n: u128, surface: Surface, plaintext: &[u8]) -> OpRecord {
+    let hlc = Hlc::new(T0 as u64, 0, dev(n));
+    let header = op_header_bytes(dev(n), Seq::ZERO, None, &hlc, &Scope::Personal, &surface);
+    let aad = op_seal_aad(&header, KeyEpoch::FIRST);
+    let key = SessionKey::from_bytes([1; 32]);
+    let sealed = seal_with_aad(&key, &aad, plaintext, &mut StdRng::seed_from_u64(7)).expect("seal");
+    let payload = OpPayload::Sealed {
+        key_epoch: KeyEpoch::FIRST.get(),
+        nonce: sealed.nonce,
+        ciphertext: sealed.ciphertext,
+    };
+    OpRecord::new(hlc, Seq::ZERO, None, Scope::Personal, surface, payload).expect("op")
+}
+
+/// Registers device `n` on `relay` and pushes `op`, its whole chain.
+async fn push_by_hand(relay: &dyn Relay, n: u128, op: OpRecord) {
+    relay.register(dev(n), T0 as u64).await.expect("register");
+    relay
+        .push(dev(n), &[op], T0 as u64)
+        .await
+        .expect("the relay checks headers only");
+}
+
+#[tokio::test]
+async fn a_sealed_op_that_does_not_fit_its_surface_is_refused_and_changes_nothing() {
+    let clock = clock();
+    let world = World::new(Arc::new(MemoryRelay::new()), Arc::clone(&clock));
+    let (mut a, mut b) = a_synced_pair(&world, &clock).await;
+    let (hash, frontier) = (b.state_hash(), b.frontier().clone());
+    a.record_turn(Scope::Personal, "c", said("second"))
+        .await
+        .expect("turn");
+    a.pump().await.expect("a pumps");
+    // A turn without a role: it opens, but it is not a conversation turn.
+    let misfit = hand_sealed(
+        9,
+        Surface::Conversation,
+        br#"{"conversation_id":"c","text":"x"}"#,
+    );
+    push_by_hand(world.relay.as_ref(), 9, misfit.clone()).await;
+
+    let err = b.pump().await.expect_err("a misfit payload");
+    assert!(
+        matches!(
+            &err,
+            SyncError::Fold(FoldError::InvalidPayload { op_id, source: PayloadError::InvalidTurn(_), .. })
+                if *op_id == misfit.op_id()
+        ),
+        "{err}"
+    );
+    // The whole batch is refused: A's second turn came with it and is not journaled either.
+    assert_unchanged(&mut b, hash, &frontier).await;
+}
+
+#[tokio::test]
+async fn a_sealed_op_of_json_that_is_not_canonical_folds_as_its_canonical_form() {
+    let clock = clock();
+    let world = World::new(Arc::new(MemoryRelay::new()), Arc::clone(&clock));
+    let mut b = world.device(2, &clock).await;
+    let mut c = world.device(3, &clock).await;
+    let plaintext = br#"{ "text": "caf\u00e9", "role": "user", "conversation_id": "c" }"#;
+    push_by_hand(
+        world.relay.as_ref(),
+        9,
+        hand_sealed(9, Surface::Conversation, plaintext),
+    )
+    .await;
+    b.pump().await.expect("b pumps");
+    c.pump().await.expect("c pumps");
+
+    let turns = b.transcript("c");
+    assert_eq!(turns.len(), 1);
+    let folded = b
+        .state()
+        .events(&Surface::Conversation)
+        .next()
+        .expect("the turn")
+        .payload
+        .clone();
+    assert_eq!(
+        folded.as_str(),
+        r#"{"conversation_id":"c","role":"user","text":"café"}"#
+    );
+    assert_eq!(b.state_hash(), c.state_hash());
 }
