@@ -7,8 +7,9 @@
 //! ```text
 //!  append ──► seal (scope key, AAD = op header) ──► journal ──► fold
 //!  pump:  push own ops from the push cursor ──► relay
-//!         pull by journal frontier ◄── relay ──► verify (chains, drift) ──► open
-//!              ──► journal + frontier (one transaction) ──► fold ──► ack (frontier read back)
+//!         pull by journal frontier ◄── relay ──► verify (chains, drift) ──► open and check
+//!              each payload against its surface ──► journal + frontier (one transaction)
+//!              ──► fold ──► ack (frontier read back)
 //!         pull says Compacted ──► rebase from the relay's checkpoint, then pull the tail
 //!  publish_checkpoint: fold at the relay's stable frontier, seal the state, put
 //! ```
