@@ -92,6 +92,7 @@ impl DeviceSync {
             });
         }
         self.state.apply_ready(opened);
+        self.report_clock_ahead();
         Ok(stored.iter().map(appended).collect())
     }
 

@@ -131,7 +131,7 @@ impl DeviceSyncBuilder {
             let _ = author.observe(&head.hlc, now);
         }
         tracing::debug!(%device, chains = frontier.len(), "device sync opened; fold rebuilt");
-        Ok(DeviceSync {
+        let mut session = DeviceSync {
             device,
             journal: self.journal,
             relay: self.relay,
@@ -146,6 +146,9 @@ impl DeviceSyncBuilder {
             base,
             current_keys: BTreeMap::new(),
             held_back: BTreeSet::new(),
-        })
+            clock_ahead_reported: false,
+        };
+        session.report_clock_ahead();
+        Ok(session)
     }
 }

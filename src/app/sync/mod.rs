@@ -126,6 +126,8 @@ pub struct DeviceSync {
     /// held back, and any held since by a pump that failed later. Until a pump takes them, a
     /// run committed on one may be unseen, so the fence does not authorise dispatches.
     held_back: BTreeSet<DeviceId>,
+    /// Whether the clock was last reported further ahead of local time than the drift bound.
+    clock_ahead_reported: bool,
 }
 
 impl fmt::Debug for DeviceSync {
@@ -216,7 +218,41 @@ impl DeviceSync {
             roster,
             base_checkpoint: self.base,
             held_back: self.held_back.iter().copied().collect(),
+            clock_ahead_ms: self.clock_ahead_ms(),
         })
+    }
+
+    /// How far this device's hybrid clock runs ahead of local time (see
+    /// [`SyncStatus::clock_ahead_ms`]).
+    pub fn clock_ahead_ms(&self) -> u64 {
+        self.author
+            .clock()
+            .last()
+            .wall_ms
+            .saturating_sub(self.now_ms())
+    }
+
+    /// Warns once each time this device's hybrid clock gets further ahead of local time than
+    /// the drift bound, and notes when it is back within it: until then, devices whose clocks
+    /// are right hold back the ops it authors.
+    fn report_clock_ahead(&mut self) {
+        let ahead_ms = self.clock_ahead_ms();
+        let over = ahead_ms > self.config.max_drift_ms;
+        if over && !self.clock_ahead_reported {
+            tracing::warn!(
+                ahead_ms,
+                max_drift_ms = self.config.max_drift_ms,
+                "this device's clock runs ahead of local time by more than the drift bound \
+                 (the local clock was set back?): devices on time hold back its new ops until \
+                 their own time catches up"
+            );
+        } else if !over && self.clock_ahead_reported {
+            tracing::info!(
+                ahead_ms,
+                "this device's clock is back within the drift bound"
+            );
+        }
+        self.clock_ahead_reported = over;
     }
 
     /// The clock's time as the unsigned milliseconds the oplog uses (0 before the epoch).

@@ -56,4 +56,11 @@ pub struct SyncStatus {
     /// Chains the last pump held back (an op stamped too far ahead of local time, or sealed
     /// under a key this device does not hold yet); empty once a pump takes them.
     pub held_back: Vec<DeviceId>,
+    /// How far this device's hybrid clock runs ahead of local time, in milliseconds: 0 while
+    /// the two agree. The hybrid clock never runs backwards, so it stays ahead after the local
+    /// clock was set back (from a time that was wrong) until local time catches up. While it
+    /// is ahead by more than [`SyncConfig::max_drift_ms`](super::SyncConfig::max_drift_ms),
+    /// devices whose clocks are right hold back this device's new ops (see
+    /// [`DeviceSync::pump`](super::DeviceSync::pump)) until their own time reaches the stamps.
+    pub clock_ahead_ms: u64,
 }

@@ -406,3 +406,124 @@ async fn a_sealed_op_of_json_that_is_not_canonical_folds_as_its_canonical_form()
     );
     assert_eq!(b.state_hash(), c.state_hash());
 }
+
+/// Log lines written while a [`LogCapture`]'s guard is held, on this thread.
+#[derive(Clone, Default)]
+struct LogCapture(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogCapture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("log buffer").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl LogCapture {
+    /// Captures this thread's `tracing` events at INFO and above until the guard drops.
+    fn start(&self) -> tracing::subscriber::DefaultGuard {
+        let sink = self.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::INFO)
+            .with_ansi(false)
+            .with_writer(move || sink.clone())
+            .finish();
+        tracing::subscriber::set_default(subscriber)
+    }
+
+    /// How many captured lines contain `needle`.
+    fn count(&self, needle: &str) -> usize {
+        let bytes = self.0.lock().expect("log buffer");
+        String::from_utf8_lossy(&bytes)
+            .lines()
+            .filter(|line| line.contains(needle))
+            .count()
+    }
+}
+
+#[tokio::test]
+async fn a_clock_set_back_is_reported_while_its_stamps_stay_ahead() {
+    const AHEAD: &str = "runs ahead of local time";
+    let logs = LogCapture::default();
+    let _guard = logs.start();
+    let (clock_a, clock_b) = (clock(), clock());
+    let world = World::new(Arc::new(MemoryRelay::new()), Arc::clone(&clock_a));
+    let mut a = world.device(1, &clock_a).await;
+    let journal_b = memory_journal();
+    let keys_b = Arc::clone(&world.keys);
+    let mut b = world
+        .device_on(
+            2,
+            Arc::clone(&journal_b),
+            Arc::clone(&clock_b),
+            keys_b,
+            true,
+        )
+        .await;
+    assert_eq!(b.status().await.expect("status").clock_ahead_ms, 0);
+
+    // B's clock was wrong when it wrote a turn, and is set right afterwards.
+    clock_b.advance(RUNAWAY_MS);
+    b.record_turn(Scope::Personal, "b", said("while wrong"))
+        .await
+        .expect("turn");
+    assert_eq!(
+        b.clock_ahead_ms(),
+        0,
+        "within its own time, nothing is ahead"
+    );
+    clock_b.set(T0);
+    assert_eq!(
+        b.status().await.expect("status").clock_ahead_ms,
+        RUNAWAY_MS as u64
+    );
+    assert_eq!(
+        logs.count(AHEAD),
+        0,
+        "nothing authored since the clock went back"
+    );
+
+    // Its next ops are still stamped ahead: the warning comes once, not per append.
+    for text in ["after", "and again"] {
+        let op = b
+            .record_turn(Scope::Personal, "b", said(text))
+            .await
+            .expect("turn");
+        assert!(op.hlc.wall_ms >= (T0 + RUNAWAY_MS) as u64);
+    }
+    assert_eq!(logs.count(AHEAD), 1);
+    b.pump().await.expect("b pumps");
+    assert!(matches!(
+        a.pump().await,
+        Err(SyncError::Verify(VerifyError::TooFarInFuture { .. }))
+    ));
+    assert_eq!(
+        a.status().await.expect("status").held_back,
+        vec![b.device_id()]
+    );
+
+    // Reopened over its journal, B is still ahead, and says so.
+    drop(b);
+    let keys_b = Arc::clone(&world.keys);
+    let mut b = world
+        .device_on(2, journal_b, Arc::clone(&clock_b), keys_b, true)
+        .await;
+    assert!(b.clock_ahead_ms() >= RUNAWAY_MS as u64);
+    assert_eq!(logs.count(AHEAD), 2);
+
+    // Once local time has caught up, nothing is ahead or held back.
+    clock_b.advance(RUNAWAY_MS + 1_000);
+    clock_a.advance(RUNAWAY_MS + 1_000);
+    assert_eq!(b.status().await.expect("status").clock_ahead_ms, 0);
+    b.record_turn(Scope::Personal, "b", said("on time"))
+        .await
+        .expect("turn");
+    assert_eq!(logs.count("back within the drift bound"), 1);
+    b.pump().await.expect("b pumps");
+    a.pump().await.expect("a takes b's chain");
+    assert_eq!(a.transcript("b").len(), 4);
+    assert!(a.status().await.expect("status").held_back.is_empty());
+}
