@@ -1,6 +1,6 @@
 //! [`SqliteJournal`]: the device-sync [`Journal`] in the local SQLite database.
 //!
-//! The journal lives in the same database file as the [`SqliteStore`](super::SqliteStore)
+//! The journal lives in the same database file as the [`SqliteStore`]
 //! (schema migrations 2 and 5: `oplog_ops`, `oplog_heads`, `oplog_push_cursors`, `oplog_base`;
 //! ops in their compact binary form, see [`crate::domain::oplog::op_codec`]) on a
 //! connection of its own, so sync work never queues behind the session engine's writer lock;

@@ -83,7 +83,7 @@ fn seq(row: &Row<'_>, i: usize) -> Result<u64, RowError> {
     u64::try_from(v).map_err(|_| RowError::Invalid(format!("negative sequence number {v}")))
 }
 
-/// Decodes a message row selected with [`MESSAGE_COLUMNS`].
+/// Decodes a message row selected with the columns of `message_columns!`.
 pub fn message(row: &Row<'_>) -> Result<Message, RowError> {
     Ok(Message {
         id: parse(row, 0, "message id")?,
@@ -96,7 +96,7 @@ pub fn message(row: &Row<'_>) -> Result<Message, RowError> {
     })
 }
 
-/// Decodes a session row selected with [`SESSION_COLUMNS`].
+/// Decodes a session row selected with the columns of `session_columns!`.
 pub fn session(row: &Row<'_>) -> Result<Session, RowError> {
     Ok(Session {
         id: parse(row, 0, "session id")?,
@@ -110,7 +110,7 @@ pub fn session(row: &Row<'_>) -> Result<Session, RowError> {
     })
 }
 
-/// Decodes a repository row selected with [`REPOSITORY_COLUMNS`].
+/// Decodes a repository row selected with the columns of `repository_columns!`.
 pub fn repository(row: &Row<'_>) -> Result<Repository, RowError> {
     Ok(Repository {
         id: parse(row, 0, "repository id")?,
@@ -121,7 +121,7 @@ pub fn repository(row: &Row<'_>) -> Result<Repository, RowError> {
     })
 }
 
-/// Decodes an effect row selected with [`EFFECT_COLUMNS`].
+/// Decodes an effect row selected with the columns of `effect_columns!`.
 pub fn effect(row: &Row<'_>) -> Result<EffectRecord, RowError> {
     let payload = text(row, 1)?;
     Ok(EffectRecord {

@@ -23,7 +23,7 @@
 //! the magic is not a sealed state's (`TSS1`).
 //!
 //! Decoding checks that each payload is canonical JSON text and keeps that text as the entry's
-//! [`Payload`](super::payload::Payload), re-folds every entry through the fold's checks, and
+//! [`Payload`], re-folds every entry through the fold's checks, and
 //! then requires the re-encoding to equal the input byte for byte, as layout 1 does: anything
 //! but the exact bytes some state encodes to (a payload not in canonical JSON, entries out of
 //! order or filed under the wrong name, a losing write, trailing bytes) is refused. Against
