@@ -4,7 +4,6 @@
 
 use serde_json::Value;
 
-use super::canonical::write_canonical_json;
 use super::canonical_check::check_canonical_json;
 
 /// Why binary input does not decode: a fixed description, never quoting the input.
@@ -49,20 +48,24 @@ pub(super) fn bytes_len(len: usize) -> usize {
 }
 
 /// The value of canonical JSON text, refusing text that is not JSON or not in canonical form
-/// (so a value has exactly one accepted spelling).
+/// (so a value has exactly one accepted spelling). The form is checked in one pass before the
+/// text is parsed, never by encoding the value again.
 pub(super) fn canonical_json_value(json: &[u8]) -> Result<Value, Malformed> {
-    let value: Value =
-        serde_json::from_slice(json).map_err(|_| Malformed("invalid JSON payload"))?;
-    let mut canonical = Vec::with_capacity(json.len());
-    write_canonical_json(&value, &mut canonical);
-    if canonical != json {
-        return Err(Malformed("payload JSON is not canonical"));
+    const INVALID: Malformed = Malformed("invalid JSON payload");
+    if check_canonical_json(json).is_err() {
+        // Only to say which of the two it is.
+        let is_json = serde_json::from_slice::<serde::de::IgnoredAny>(json).is_ok();
+        return Err(if is_json {
+            Malformed("payload JSON is not canonical")
+        } else {
+            INVALID
+        });
     }
-    Ok(value)
+    serde_json::from_slice(json).map_err(|_| INVALID)
 }
 
 /// Canonical JSON text, refusing bytes that are not (the same bytes [`canonical_json_value`]
-/// refuses, checked without building a tree).
+/// refuses, without parsing them).
 pub(super) fn canonical_text(json: &[u8]) -> Result<&str, Malformed> {
     const NOT_CANONICAL: Malformed = Malformed("payload is not canonical JSON");
     check_canonical_json(json).map_err(|_| NOT_CANONICAL)?;

@@ -87,6 +87,12 @@ pub fn canonical_json(value: &Value) -> Vec<u8> {
     out
 }
 
+/// [`canonical_json`] as text. Canonical JSON of a `Value` is UTF-8: strings are copied from
+/// UTF-8 and everything else is ASCII.
+pub(crate) fn canonical_json_text(value: &Value) -> String {
+    String::from_utf8(canonical_json(value)).expect("canonical JSON is UTF-8")
+}
+
 /// Appends the canonical JSON of `value` to `out`.
 pub fn write_canonical_json(value: &Value, out: &mut Vec<u8>) {
     match value {
@@ -363,11 +369,12 @@ pub(super) mod hex_serde {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::oplog::test_support::arb_json;
     use proptest::prelude::*;
     use serde_json::json;
 
     fn text(v: &Value) -> String {
-        String::from_utf8(canonical_json(v)).unwrap()
+        canonical_json_text(v)
     }
 
     #[test]
@@ -442,26 +449,6 @@ mod tests {
             ]
             .concat()
         );
-    }
-
-    fn arb_json() -> impl Strategy<Value = Value> {
-        let leaf = prop_oneof![
-            Just(Value::Null),
-            any::<bool>().prop_map(Value::Bool),
-            any::<i64>().prop_map(Value::from),
-            any::<u64>().prop_map(Value::from),
-            // Dyadic fractions: exact in binary, so they survive serde_json's default
-            // (best-effort) float parser; see the note on floats in the module docs.
-            (-1_000_000i32..1_000_000).prop_map(|k| Value::from(f64::from(k) / 8.0)),
-            "[\\PC\\x00-\\x1f\"\\\\]{0,8}".prop_map(Value::String),
-        ];
-        leaf.prop_recursive(3, 24, 4, |inner| {
-            prop_oneof![
-                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
-                prop::collection::btree_map("[a-zé_B]{0,3}", inner, 0..4)
-                    .prop_map(|m| Value::Object(m.into_iter().collect())),
-            ]
-        })
     }
 
     proptest! {

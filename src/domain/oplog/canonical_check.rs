@@ -378,6 +378,7 @@ mod tests {
     use crate::domain::oplog::canonical::{
         canonical_json, write_canonical_json, write_json_string,
     };
+    use crate::domain::oplog::test_support::arb_json;
     use proptest::prelude::*;
     use serde_json::{json, Value};
 
@@ -731,30 +732,6 @@ mod tests {
         refused(format!("[[1],{}]", nested_arrays(127)));
         // An overly deep tail is refused even though it is never closed.
         refused("[".repeat(200));
-    }
-
-    /// Arbitrary JSON values: every kind of leaf, keys that need escaping and non-ASCII.
-    fn arb_json() -> impl Strategy<Value = Value> {
-        let leaf = prop_oneof![
-            Just(Value::Null),
-            any::<bool>().prop_map(Value::Bool),
-            any::<i64>().prop_map(Value::from),
-            any::<u64>().prop_map(Value::from),
-            (-1000i64..1000).prop_map(Value::from),
-            // float_roundtrip is on, so any finite float survives the reference's parse.
-            any::<f64>()
-                .prop_filter("finite", |f| f.is_finite())
-                .prop_map(Value::from),
-            (-1_000_000i32..1_000_000).prop_map(|k| Value::from(f64::from(k) / 8.0)),
-            "[\\PC\\x00-\\x1f\"\\\\/é☃]{0,8}".prop_map(Value::String),
-        ];
-        leaf.prop_recursive(4, 32, 5, |inner| {
-            prop_oneof![
-                prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
-                prop::collection::btree_map("[a-c\"\\\\\\x00-\\x1f é☃]{0,3}", inner, 0..5)
-                    .prop_map(|m| Value::Object(m.into_iter().collect())),
-            ]
-        })
     }
 
     /// A byte-level damage to an encoding.

@@ -834,7 +834,7 @@ mod tests {
     /// The op's payload as the canonical JSON text [`ReadyOp::from_text`] takes.
     fn canonical_text(op: &OpRecord) -> String {
         let value = op.payload().as_plain().expect("a plaintext op");
-        String::from_utf8(crate::domain::oplog::canonical_json(value)).unwrap()
+        crate::domain::oplog::canonical::canonical_json_text(value)
     }
 
     #[test]

@@ -24,7 +24,7 @@ use std::fmt;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::canonical::canonical_json;
+use super::canonical::{canonical_json, canonical_json_text};
 use super::intent::Intent;
 use super::surface::{FoldTier, Surface};
 use super::transcript::ConversationTurn;
@@ -142,14 +142,7 @@ impl Payload {
     /// The payload of `value`, written in canonical JSON. For values the fold accepted:
     /// deeper nesting than [`MAX_PAYLOAD_DEPTH`] would not read back.
     pub(super) fn from_value(value: &Value) -> Self {
-        let text = canonical_json(value);
-        // Canonical JSON of a `Value` is UTF-8: strings are copied from UTF-8 and everything
-        // else is ASCII.
-        Self(
-            String::from_utf8(text)
-                .expect("canonical JSON is UTF-8")
-                .into_boxed_str(),
-        )
+        Self(canonical_json_text(value).into_boxed_str())
     }
 
     /// Text already checked to be canonical JSON that `serde_json` reads back.

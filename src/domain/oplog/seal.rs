@@ -55,7 +55,7 @@ use serde_json::Value;
 use zeroize::Zeroizing;
 
 use super::author::OpAuthor;
-use super::canonical::{canonical_json, op_header_bytes, Framer};
+use super::canonical::{canonical_json, canonical_json_text, op_header_bytes, Framer};
 use super::canonical_check::check_canonical_json;
 use super::checkpoint::{Checkpoint, CheckpointId};
 use super::op::{OpError, OpId, OpPayload, OpRecord, SEALED_NONCE_LEN};
@@ -209,10 +209,7 @@ pub(crate) fn author_sealed_text(
         &scope,
         &surface,
     );
-    // Canonical JSON of a `Value` is UTF-8: strings are copied from UTF-8, the rest is ASCII.
-    let text = Zeroizing::new(
-        String::from_utf8(canonical_json(plaintext)).expect("canonical JSON is UTF-8"),
-    );
+    let text = Zeroizing::new(canonical_json_text(plaintext));
     let sealed = seal_with_aad(key, &op_seal_aad(&header, key_epoch), text.as_bytes(), rng)
         .map_err(SealError::Encrypt)?;
     let payload = OpPayload::Sealed {
@@ -300,10 +297,7 @@ pub(crate) fn open_op_text(
     }
     let value: Value =
         serde_json::from_slice(&plaintext).map_err(|_| SealError::MalformedPlaintext { op_id })?;
-    let canonical = Zeroizing::new(canonical_json(&value));
-    let text =
-        std::str::from_utf8(&canonical).map_err(|_| SealError::MalformedPlaintext { op_id })?;
-    Ok(Zeroizing::new(text.to_owned()))
+    Ok(Zeroizing::new(canonical_json_text(&value)))
 }
 
 /// The associated data binding a sealed checkpoint state (see the module docs).

@@ -1,4 +1,5 @@
-//! Test-only generators: multi-device op sets for the fold and checkpoint properties.
+//! Test-only generators: multi-device op sets for the fold and checkpoint properties, and
+//! arbitrary JSON values for the canonical encoding's.
 
 use proptest::prelude::*;
 use serde_json::{json, Value};
@@ -199,4 +200,28 @@ pub(super) fn author(chains: &[ChainSpec]) -> Vec<Vec<OpRecord>> {
                 .collect()
         })
         .collect()
+}
+
+/// Arbitrary JSON values: every kind of leaf, keys that need escaping and non-ASCII.
+pub(super) fn arb_json() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(Value::from),
+        any::<u64>().prop_map(Value::from),
+        (-1000i64..1000).prop_map(Value::from),
+        // serde_json is built with float_roundtrip, so any finite float reads back exactly.
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
+            .prop_map(Value::from),
+        (-1_000_000i32..1_000_000).prop_map(|k| Value::from(f64::from(k) / 8.0)),
+        "[\\PC\\x00-\\x1f\"\\\\/é☃]{0,8}".prop_map(Value::String),
+    ];
+    leaf.prop_recursive(4, 32, 5, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
+            prop::collection::btree_map("[a-c\"\\\\\\x00-\\x1f é☃]{0,3}", inner, 0..5)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
 }
