@@ -9,6 +9,7 @@ pub mod effect_log;
 pub mod engine;
 pub mod nonces;
 pub mod sync;
+pub mod sync_cli;
 pub mod tee;
 
 pub use auth::{AuthState, AuthedCallError, RefreshError};

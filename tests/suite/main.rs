@@ -12,5 +12,6 @@ mod lease;
 mod relay;
 mod store_conformance;
 mod support;
+mod sync_cli;
 mod sync_crash;
 mod sync_sim;

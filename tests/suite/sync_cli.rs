@@ -1,0 +1,296 @@
+//! `tandem sync`: devices driven through the command line, one process per command, converge
+//! over a shared relay directory; bad paths, a missing key file and bad arguments are refused
+//! with a message and change nothing.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+/// Text in every turn of the tests: it must never appear in the relay directory.
+const CANARY: &str = "canary-7f3a-plaintext";
+
+/// One device's data directory beside the shared relay directory `relay`.
+struct Device {
+    data: PathBuf,
+    relay: PathBuf,
+}
+
+impl Device {
+    fn new(root: &Path, name: &str) -> Self {
+        Self {
+            data: root.join(name),
+            relay: root.join("relay"),
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_tandem"))
+            .arg("sync")
+            .arg("--data-dir")
+            .arg(&self.data)
+            .arg("--relay")
+            .arg(&self.relay)
+            .args(args)
+            .env_remove("TANDEM_KEY_FILE")
+            .output()
+            .expect("run tandem")
+    }
+
+    /// Runs a command that must succeed; returns its standard output.
+    fn ok(&self, args: &[&str]) -> String {
+        let output = self.run(args);
+        assert!(
+            output.status.success(),
+            "tandem sync {args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).expect("utf-8 output")
+    }
+
+    /// Runs a command that must fail with exit code `code`; returns its standard error.
+    fn fails(&self, args: &[&str], code: i32) -> String {
+        let output = self.run(args);
+        assert_eq!(
+            output.status.code(),
+            Some(code),
+            "tandem sync {args:?}: {}",
+            String::from_utf8_lossy(&output.stdout)
+        );
+        String::from_utf8(output.stderr).expect("utf-8 output")
+    }
+
+    fn status(&self) -> Value {
+        serde_json::from_str(&self.ok(&["status", "--json"])).expect("status JSON")
+    }
+
+    fn transcript(&self, conversation: &str) -> Vec<(String, String)> {
+        let turns: Value =
+            serde_json::from_str(&self.ok(&["transcript", conversation, "--json"])).expect("JSON");
+        turns
+            .as_array()
+            .expect("an array of turns")
+            .iter()
+            .map(|t| {
+                (
+                    t["role"].as_str().expect("a role").to_owned(),
+                    t["text"].as_str().expect("a text").to_owned(),
+                )
+            })
+            .collect()
+    }
+
+    fn key_file(&self) -> PathBuf {
+        self.data.join("sync.keys")
+    }
+
+    /// Gives this device a copy of `from`'s key file, as a user would (owner-only).
+    fn copy_key_from(&self, from: &Device) {
+        std::fs::create_dir_all(&self.data).expect("data dir");
+        std::fs::copy(from.key_file(), self.key_file()).expect("copy the key file");
+    }
+}
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("read dir") {
+        let path = entry.expect("dir entry").path();
+        if path.is_dir() {
+            files.extend(files_under(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}
+
+#[test]
+fn devices_driven_by_the_cli_converge_and_a_new_device_bootstraps_from_a_checkpoint() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let (a, b) = (Device::new(root.path(), "a"), Device::new(root.path(), "b"));
+
+    let init = a.ok(&["init"]);
+    assert!(init.contains("(created)"), "{init}");
+    let a_id = a.status()["device"].as_str().expect("an id").to_owned();
+    assert!(init.starts_with(&format!("device {a_id}\n")), "{init}");
+    // A second init changes nothing.
+    assert!(a.ok(&["init"]).starts_with(&format!("device {a_id}\n")));
+
+    // B cannot make its own key for a relay A already uses.
+    let refused = b.fails(&["init"], 1);
+    assert!(
+        refused.contains("already serves 1 device(s)") && refused.contains("copy the key file"),
+        "{refused}"
+    );
+    assert!(!b.key_file().exists());
+    b.copy_key_from(&a);
+    assert!(b.ok(&["init"]).contains("(found)"));
+
+    a.ok(&[
+        "say",
+        "fix-upload",
+        "user",
+        &format!("why does it fail? {CANARY}"),
+    ]);
+    a.ok(&[
+        "say",
+        "fix-upload",
+        "assistant",
+        &format!("it sleeps {CANARY}"),
+    ]);
+    b.ok(&["say", "fix-upload", "user", &format!("fix it {CANARY}")]);
+
+    let pumped = a.ok(&["pump"]);
+    assert!(pumped.contains("pushed 2"), "{pumped}");
+    let pumped = b.ok(&["pump"]);
+    assert!(
+        pumped.contains("pushed 1") && pumped.contains("pulled 2"),
+        "{pumped}"
+    );
+    assert!(
+        pumped.contains("up to date: 3 ops from 2 devices"),
+        "{pumped}"
+    );
+    a.ok(&["pump"]);
+
+    let (sa, sb) = (a.status(), b.status());
+    assert_eq!(sa["state_hash"], sb["state_hash"]);
+    assert_eq!(sa["journal_frontier"], sb["journal_frontier"]);
+    let turns = b.transcript("fix-upload");
+    assert_eq!(turns, a.transcript("fix-upload"));
+    assert_eq!(turns.len(), 3);
+    assert_eq!(
+        turns.iter().filter(|(role, _)| role == "user").count(),
+        2,
+        "{turns:?}"
+    );
+    let text = b.ok(&["transcript", "fix-upload"]);
+    assert!(
+        text.contains(&format!("assistant: it sleeps {CANARY}")),
+        "{text}"
+    );
+    assert_eq!(b.ok(&["transcript", "nothing-here"]), "(no turns)\n");
+
+    let human = b.ok(&["status"]);
+    assert!(human.contains("roster         2 devices"), "{human}");
+    assert!(human.contains(&format!("{a_id}: acked 3 ops")), "{human}");
+
+    // Sealed before they reach the relay: no file there holds the text.
+    for file in files_under(&a.relay) {
+        let bytes = std::fs::read(&file).expect("read a relay file");
+        assert!(
+            !bytes.windows(CANARY.len()).any(|w| w == CANARY.as_bytes()),
+            "{} holds plaintext",
+            file.display()
+        );
+    }
+
+    // Both acknowledged everything, so a checkpoint covers it; a third device starts from it.
+    let published = a.ok(&["checkpoint"]);
+    let id = published
+        .strip_prefix("checkpoint ")
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("a checkpoint id in {published:?}"))
+        .to_owned();
+    let c = Device::new(root.path(), "c");
+    c.copy_key_from(&a);
+    c.ok(&["init"]);
+    assert_eq!(c.ok(&["rebase"]), format!("rebased on checkpoint {id}\n"));
+    assert!(c.ok(&["rebase"]).starts_with("nothing to do"));
+    c.ok(&["pump"]);
+    assert_eq!(c.status()["state_hash"], sa["state_hash"]);
+    assert_eq!(c.transcript("fix-upload"), turns);
+}
+
+#[test]
+fn the_cli_refuses_missing_paths_keys_and_bad_arguments_and_keeps_what_was_written() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let a = Device::new(root.path(), "a");
+
+    let refused = a.fails(&["status"], 1);
+    assert!(
+        refused.contains("holds no device; run `tandem sync init` first"),
+        "{refused}"
+    );
+    assert!(!a.data.join("sync.db").exists(), "status created a journal");
+
+    a.ok(&["init"]);
+    a.ok(&["say", "c", "user", "kept"]);
+    let before = a.status();
+
+    let elsewhere = Device {
+        data: a.data.clone(),
+        relay: root.path().join("no-such-relay"),
+    };
+    let refused = elsewhere.fails(&["pump"], 1);
+    assert!(refused.contains("no relay directory at"), "{refused}");
+    assert!(!elsewhere.relay.exists(), "pump created a relay");
+
+    let refused = a.fails(&["pump", "--max-rounds", "0"], 1);
+    assert!(refused.contains("at least one round"), "{refused}");
+    let refused = a.fails(&["say", "c", "robot", "hi"], 2);
+    assert!(refused.contains("unknown role"), "{refused}");
+
+    let moved = root.path().join("keys-elsewhere");
+    std::fs::rename(a.key_file(), &moved).expect("move the key file");
+    let refused = a.fails(&["say", "c", "user", "lost?"], 1);
+    assert!(refused.contains("no key file at"), "{refused}");
+    // A key file named explicitly is used instead of the default one.
+    let output = Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .args(["sync", "--data-dir"])
+        .arg(&a.data)
+        .arg("--relay")
+        .arg(&a.relay)
+        .arg("--key-file")
+        .arg(&moved)
+        .args(["say", "c", "assistant", "found"])
+        .output()
+        .expect("run tandem");
+    assert!(output.status.success(), "{output:?}");
+    std::fs::rename(&moved, a.key_file()).expect("move the key file back");
+
+    // Nothing the refused commands touched was lost, and the last turn was recorded.
+    let after = a.status();
+    assert_eq!(after["device"], before["device"]);
+    assert_eq!(
+        a.transcript("c"),
+        vec![
+            ("user".to_owned(), "kept".to_owned()),
+            ("assistant".to_owned(), "found".to_owned())
+        ]
+    );
+}
+
+#[test]
+fn commands_run_at_once_on_one_device_take_turns_and_all_record() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let a = Device::new(root.path(), "a");
+    a.ok(&["init"]);
+    const WRITERS: usize = 8;
+    let children: Vec<_> = (0..WRITERS)
+        .map(|i| {
+            Command::new(env!("CARGO_BIN_EXE_tandem"))
+                .args(["sync", "--data-dir"])
+                .arg(&a.data)
+                .arg("--relay")
+                .arg(&a.relay)
+                .args(["say", "busy", "user", &format!("writer {i}")])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("spawn tandem")
+        })
+        .collect();
+    for child in children {
+        let output = child.wait_with_output().expect("wait for tandem");
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let mut texts: Vec<String> = a.transcript("busy").into_iter().map(|(_, t)| t).collect();
+    texts.sort();
+    let expected: Vec<String> = (0..WRITERS).map(|i| format!("writer {i}")).collect();
+    assert_eq!(texts, expected);
+}
