@@ -38,6 +38,13 @@
 //! Methods take `&mut self`: drive a session from one task (a single-threaded loop works), or
 //! share it behind an async mutex. Journal, key and crypto work runs on tokio's blocking pool,
 //! so the methods must be called inside a tokio runtime.
+//!
+//! Keep one `DeviceSync` open per journal, in one process. Each session authors from its own
+//! view of the device's chain, so when two are open, the second to append at a seq is refused
+//! with [`JournalError::Fork`](crate::ports::JournalError::Fork) (nothing is forked or lost,
+//! but that session cannot append again until it is reopened). Processes that take turns on
+//! a device serialise on a lock of their own, as `tandem sync` does
+//! ([`crate::app::sync_cli`]).
 
 mod author;
 mod builder;
