@@ -27,7 +27,7 @@ use crate::adapters::fs_relay::FsRelay;
 use crate::adapters::keys::FileKeyProvider;
 use crate::adapters::sqlite::{SqliteJournal, SqliteLeaseCoordinator, SqliteOptions};
 use crate::adapters::system::SystemClock;
-use crate::domain::oplog::{Frontier, Scope, Turn};
+use crate::domain::oplog::{Frontier, RepairReport, Scope, Turn};
 use crate::domain::Role;
 use crate::ports::{Clock, KeyProvider, Relay};
 
@@ -99,6 +99,14 @@ pub enum SyncCommand {
         /// The conversation.
         conversation: String,
         /// Print the turns as a JSON array instead of text.
+        json: bool,
+    },
+    /// Prints a conversation repaired into messages a model provider accepts, and what was
+    /// repaired (as JSON with `json`).
+    Resume {
+        /// The conversation.
+        conversation: String,
+        /// Print `{"messages": [...], "repairs": {...}}` instead of text.
         json: bool,
     },
     /// Publishes a checkpoint at the relay's stable frontier.
@@ -222,6 +230,19 @@ pub fn run(
                     writeln!(out)?;
                 } else {
                     print_turns(&turns, out)?;
+                }
+                Ok(())
+            }
+            SyncCommand::Resume { conversation, json } => {
+                let (messages, repairs) = device.resume(&conversation);
+                if json {
+                    let both = serde_json::json!({ "messages": messages, "repairs": repairs });
+                    serde_json::to_writer_pretty(&mut *out, &both).map_err(io::Error::from)?;
+                    writeln!(out)?;
+                } else {
+                    let turns: Vec<Turn> = messages.into_iter().map(Turn::from).collect();
+                    print_turns(&turns, out)?;
+                    writeln!(out, "repairs: {}", describe_repairs(&repairs))?;
                 }
                 Ok(())
             }
@@ -454,6 +475,45 @@ fn print_turns(turns: &[Turn], out: &mut dyn Write) -> Result<(), SyncCliError> 
         }
     }
     Ok(())
+}
+
+/// What `report` repaired, as "none" or a list of counts by kind.
+fn describe_repairs(report: &RepairReport) -> String {
+    let kinds = [
+        (report.stray_fields_cleared.len(), "stray fields cleared"),
+        (
+            report.orphan_results_dropped.len(),
+            "orphan tool results dropped",
+        ),
+        (
+            report.duplicate_results_dropped.len(),
+            "duplicate tool results dropped",
+        ),
+        (
+            report.results_reordered.len(),
+            "tool results moved after their call",
+        ),
+        (
+            report.unanswered_calls_stripped.len(),
+            "unanswered tool calls stripped",
+        ),
+        (
+            report.duplicate_calls_stripped.len(),
+            "duplicate tool calls stripped",
+        ),
+        (report.empty_turns_dropped.len(), "empty turns dropped"),
+        (report.merged.len(), "adjacent same-role turns merged"),
+    ];
+    let done: Vec<String> = kinds
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, what)| format!("{n} {what}"))
+        .collect();
+    if done.is_empty() {
+        "none".to_owned()
+    } else {
+        done.join(", ")
+    }
 }
 
 fn now_ms() -> u64 {

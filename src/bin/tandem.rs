@@ -83,6 +83,14 @@ enum SyncCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Prints a conversation repaired into messages a model provider accepts, and the repairs.
+    Resume {
+        /// The conversation id.
+        conversation: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Publishes a checkpoint at the stable frontier (lets the relay compact what it covers).
     Checkpoint,
     /// Re-anchors the journal on the relay's latest checkpoint.
@@ -107,6 +115,7 @@ impl From<SyncCommand> for sync_cli::SyncCommand {
             SyncCommand::Transcript { conversation, json } => {
                 Self::Transcript { conversation, json }
             }
+            SyncCommand::Resume { conversation, json } => Self::Resume { conversation, json },
             SyncCommand::Checkpoint => Self::Checkpoint,
             SyncCommand::Rebase => Self::Rebase,
         }

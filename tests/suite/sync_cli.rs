@@ -294,3 +294,41 @@ fn commands_run_at_once_on_one_device_take_turns_and_all_record() {
     let expected: Vec<String> = (0..WRITERS).map(|i| format!("writer {i}")).collect();
     assert_eq!(texts, expected);
 }
+
+#[test]
+fn resume_repairs_a_conversation_for_a_provider_and_says_what_it_repaired() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let a = Device::new(root.path(), "a");
+    a.ok(&["init"]);
+    a.ok(&["say", "c", "user", "first"]);
+    a.ok(&["say", "c", "user", "second"]);
+    a.ok(&["say", "c", "tool", "a result no call asked for"]);
+    assert_eq!(a.transcript("c").len(), 3);
+
+    let resumed: Value =
+        serde_json::from_str(&a.ok(&["resume", "c", "--json"])).expect("resume JSON");
+    let messages = resumed["messages"].as_array().expect("messages");
+    assert_eq!(messages.len(), 1, "{resumed}");
+    assert_eq!(messages[0]["role"], "user");
+    let text = messages[0]["text"].as_str().expect("text");
+    assert!(text.contains("first") && text.contains("second"), "{text}");
+    assert_eq!(
+        resumed["repairs"]["merged"].as_array().map(Vec::len),
+        Some(1)
+    );
+    assert_eq!(
+        resumed["repairs"]["orphan_results_dropped"]
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
+
+    let human = a.ok(&["resume", "c"]);
+    assert!(
+        human.ends_with(
+            "repairs: 1 orphan tool results dropped, 1 adjacent same-role turns merged\n"
+        ),
+        "{human}"
+    );
+    assert!(!human.contains("a result no call asked for"), "{human}");
+}
