@@ -185,11 +185,10 @@ pub fn run(
         std::fs::create_dir_all(&paths.data_dir)?;
         let _device_lock = lock_device(paths)?;
         let key_created = command == SyncCommand::Init && prepare(paths).await?;
-        let mut device = open(paths).await?;
+        let (mut device, relay) = open(paths).await?;
         match command {
             SyncCommand::Init => {
                 // On the roster from now on, so a device set up next knows to copy the key.
-                let relay = FsRelay::open(&paths.relay_dir).map_err(SyncError::from)?;
                 relay
                     .register(device.device_id(), now_ms())
                     .await
@@ -199,9 +198,7 @@ pub fn run(
             SyncCommand::Status { json } => {
                 let status = device.status().await?;
                 if json {
-                    serde_json::to_writer_pretty(&mut *out, &status).map_err(io::Error::from)?;
-                    writeln!(out)?;
-                    Ok(())
+                    write_json(out, &status)
                 } else {
                     print_status(&status, now_ms(), out)
                 }
@@ -226,32 +223,32 @@ pub fn run(
             SyncCommand::Transcript { conversation, json } => {
                 let turns = device.transcript(&conversation);
                 if json {
-                    serde_json::to_writer_pretty(&mut *out, &turns).map_err(io::Error::from)?;
-                    writeln!(out)?;
+                    write_json(out, &turns)
                 } else {
-                    print_turns(&turns, out)?;
+                    print_turns(&turns, out)
                 }
-                Ok(())
             }
             SyncCommand::Resume { conversation, json } => {
                 let (messages, repairs) = device.resume(&conversation);
                 if json {
-                    let both = serde_json::json!({ "messages": messages, "repairs": repairs });
-                    serde_json::to_writer_pretty(&mut *out, &both).map_err(io::Error::from)?;
-                    writeln!(out)?;
+                    write_json(
+                        out,
+                        &serde_json::json!({ "messages": messages, "repairs": repairs }),
+                    )
                 } else {
                     let turns: Vec<Turn> = messages.into_iter().map(Turn::from).collect();
                     print_turns(&turns, out)?;
                     writeln!(out, "repairs: {}", describe_repairs(&repairs))?;
+                    Ok(())
                 }
-                Ok(())
             }
             SyncCommand::Checkpoint => {
                 match device.publish_checkpoint().await? {
                     Some(id) => writeln!(out, "checkpoint {id} at the stable frontier")?,
                     None => writeln!(
                         out,
-                        "no checkpoint: no op is acknowledged by every live device yet"
+                        "no checkpoint: no op is acknowledged by every live device yet, or this \
+                         device does not hold all that is (pump, then try again)"
                     )?,
                 }
                 Ok(())
@@ -326,8 +323,9 @@ fn lock_device(paths: &SyncPaths) -> io::Result<std::fs::File> {
     Ok(file)
 }
 
-/// Opens the device's sync session over its files and the relay directory.
-async fn open(paths: &SyncPaths) -> Result<DeviceSync, SyncError> {
+/// Opens the device's sync session over its files and the relay directory; returns the relay
+/// too.
+async fn open(paths: &SyncPaths) -> Result<(DeviceSync, Arc<FsRelay>), SyncError> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let journal = Arc::new(SqliteJournal::open(
         paths.journal(),
@@ -339,10 +337,11 @@ async fn open(paths: &SyncPaths) -> Result<DeviceSync, SyncError> {
         Arc::clone(&clock),
     )?);
     let keys = Arc::new(FileKeyProvider::open(paths.key_file())?);
-    DeviceSync::builder(journal, relay, leases, keys)
+    let device = DeviceSync::builder(journal, Arc::clone(&relay) as Arc<dyn Relay>, leases, keys)
         .clock(clock)
         .open()
-        .await
+        .await?;
+    Ok((device, relay))
 }
 
 fn init(
@@ -474,6 +473,13 @@ fn print_turns(turns: &[Turn], out: &mut dyn Write) -> Result<(), SyncCliError> 
             writeln!(out, "  calls {} ({})", call.name, call.id)?;
         }
     }
+    Ok(())
+}
+
+/// Writes `value` as pretty JSON and a newline.
+fn write_json(out: &mut dyn Write, value: &impl serde::Serialize) -> Result<(), SyncCliError> {
+    serde_json::to_writer_pretty(&mut *out, value).map_err(io::Error::from)?;
+    writeln!(out)?;
     Ok(())
 }
 

@@ -215,6 +215,9 @@ fn the_cli_refuses_missing_paths_keys_and_bad_arguments_and_keeps_what_was_writt
     assert!(!a.data.join("sync.db").exists(), "status created a journal");
 
     a.ok(&["init"]);
+    // Nothing acknowledged yet: no checkpoint to publish, none to rebase on.
+    assert!(a.ok(&["checkpoint"]).starts_with("no checkpoint: "));
+    assert!(a.ok(&["rebase"]).starts_with("nothing to do: "));
     a.ok(&["say", "c", "user", "kept"]);
     let before = a.status();
 
