@@ -27,7 +27,7 @@ use crate::adapters::fs_relay::FsRelay;
 use crate::adapters::keys::FileKeyProvider;
 use crate::adapters::sqlite::{SqliteJournal, SqliteLeaseCoordinator, SqliteOptions};
 use crate::adapters::system::SystemClock;
-use crate::domain::oplog::{Frontier, RepairReport, Scope, Turn};
+use crate::domain::oplog::{Frontier, RepairReport, Scope, SealError, Turn};
 use crate::domain::Role;
 use crate::ports::{Clock, KeyProvider, Relay};
 
@@ -158,6 +158,16 @@ pub enum SyncCliError {
     /// `pump` was asked for zero rounds.
     #[error("pump needs at least one round")]
     NoRounds,
+    /// Ops or a checkpoint on the relay do not open with this device's key file: most often
+    /// a key file created for, or copied from, another relay.
+    #[error(
+        "{source}; every device on a relay needs a copy of the same key file: if this one was \
+         created here or copied from elsewhere, copy it again from a device of this relay"
+    )]
+    DoesNotOpen {
+        /// The refusal.
+        source: SyncError,
+    },
     /// The sync session failed (journal, relay, keys, verification, ...).
     #[error(transparent)]
     Sync(#[from] SyncError),
@@ -181,7 +191,7 @@ pub fn run(
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(async {
+    let done = runtime.block_on(async {
         std::fs::create_dir_all(&paths.data_dir)?;
         let _device_lock = lock_device(paths)?;
         let key_created = command == SyncCommand::Init && prepare(paths).await?;
@@ -265,7 +275,20 @@ pub fn run(
                 Ok(())
             }
         }
-    })
+    });
+    done.map_err(explain)
+}
+
+/// Adds what to do to a refusal a user can fix.
+fn explain(e: SyncCliError) -> SyncCliError {
+    match e {
+        SyncCliError::Sync(
+            source @ SyncError::Seal(
+                SealError::Decrypt { .. } | SealError::CheckpointDecrypt { .. },
+            ),
+        ) => SyncCliError::DoesNotOpen { source },
+        other => other,
+    }
 }
 
 /// Creates what `init` needs; returns whether it created the key file. A new key is made only

@@ -335,3 +335,41 @@ fn resume_repairs_a_conversation_for_a_provider_and_says_what_it_repaired() {
     );
     assert!(!human.contains("a result no call asked for"), "{human}");
 }
+
+#[test]
+fn a_device_holding_another_relays_key_is_refused_when_it_pumps_and_nothing_is_lost() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let a = Device::new(root.path(), "a");
+    a.ok(&["init"]);
+    a.ok(&["say", "c", "user", "from a"]);
+    a.ok(&["pump"]);
+    // Another relay's device, whose key file is copied to the wrong place.
+    let other = Device {
+        data: root.path().join("other"),
+        relay: root.path().join("other-relay"),
+    };
+    other.ok(&["init"]);
+    let d = Device::new(root.path(), "d");
+    d.copy_key_from(&other);
+    d.ok(&["init"]);
+    d.ok(&["say", "c", "user", "from d"]);
+
+    let refused = d.fails(&["pump"], 1);
+    assert!(refused.contains("does not open: wrong key"), "{refused}");
+    assert!(
+        refused.contains("copy it again from a device of this relay"),
+        "{refused}"
+    );
+    let refused = a.fails(&["pump"], 1);
+    assert!(refused.contains("does not open: wrong key"), "{refused}");
+
+    // Each keeps what it wrote and folded nothing it could not open.
+    assert_eq!(
+        a.transcript("c"),
+        vec![("user".to_owned(), "from a".to_owned())]
+    );
+    assert_eq!(
+        d.transcript("c"),
+        vec![("user".to_owned(), "from d".to_owned())]
+    );
+}
