@@ -68,51 +68,62 @@ impl SyncPaths {
     }
 }
 
-/// What one `tandem sync` invocation does.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What one `tandem sync` invocation does. It is also the command line's subcommand (its doc
+/// comments are the help text).
+#[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
 pub enum SyncCommand {
     /// Creates the device (data directory, journal, relay directory, key file if missing),
-    /// registers it on the relay's roster and prints its id. Running it again on the same
-    /// directory changes nothing but the device's last-seen time.
+    /// registers it on the relay's roster and prints its id. Running it again changes nothing
+    /// but the device's last-seen time.
     Init,
-    /// Prints where the device stands (as JSON with `json`).
+    /// Prints where the device stands: state hash, frontiers, roster, base checkpoint.
     Status {
-        /// Print [`SyncStatus`] as JSON instead of text.
+        /// Print JSON instead of text.
+        #[arg(long)]
         json: bool,
     },
-    /// Records one turn of a conversation (sealed, journaled; pushed by the next `pump`).
+    /// Records one turn of a conversation (sealed and journaled; the next `pump` sends it).
     Say {
-        /// The conversation (1–256 bytes).
+        /// The conversation id (1 to 256 bytes).
         conversation: String,
-        /// Who speaks.
+        /// Who speaks: user, assistant, system or tool.
+        #[arg(value_parser = parse_role)]
         role: Role,
         /// What they say.
         text: String,
     },
-    /// Pumps until nothing more waits on the relay, at most `max_rounds` times.
+    /// Pushes this device's ops, pulls everyone's and acknowledges them, until up to date.
     Pump {
-        /// Upper bound on pump rounds (at least 1).
+        /// Stop after this many rounds even if more ops wait (at least 1).
+        #[arg(long, default_value_t = DEFAULT_PUMP_ROUNDS)]
         max_rounds: usize,
     },
-    /// Prints a conversation's turns in order (as JSON with `json`).
+    /// Prints a conversation's turns in order.
     Transcript {
-        /// The conversation.
+        /// The conversation id.
         conversation: String,
         /// Print the turns as a JSON array instead of text.
+        #[arg(long)]
         json: bool,
     },
     /// Prints a conversation repaired into messages a model provider accepts, and what was
-    /// repaired (as JSON with `json`).
+    /// repaired.
     Resume {
-        /// The conversation.
+        /// The conversation id.
         conversation: String,
         /// Print `{"messages": [...], "repairs": {...}}` instead of text.
+        #[arg(long)]
         json: bool,
     },
-    /// Publishes a checkpoint at the relay's stable frontier.
+    /// Publishes a checkpoint at the relay's stable frontier (lets the relay compact what it
+    /// covers).
     Checkpoint,
     /// Re-anchors the journal on the relay's latest checkpoint.
     Rebase,
+}
+
+fn parse_role(s: &str) -> Result<Role, String> {
+    Role::parse(s).map_err(|e| e.to_string())
 }
 
 /// Why a `tandem sync` command failed.

@@ -5,7 +5,6 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use tandem::app::sync_cli;
-use tandem::domain::Role;
 
 /// Durable, synchronised AI coding-agent sessions.
 #[derive(Debug, Parser)]
@@ -39,7 +38,7 @@ enum Command {
         #[arg(long, env = "TANDEM_KEY_FILE")]
         key_file: Option<PathBuf>,
         #[command(subcommand)]
-        command: SyncCommand,
+        command: sync_cli::SyncCommand,
     },
     /// Tools for testing tandem itself.
     #[command(hide = true)]
@@ -47,83 +46,6 @@ enum Command {
         #[command(subcommand)]
         command: DebugCommand,
     },
-}
-
-#[derive(Debug, Subcommand)]
-enum SyncCommand {
-    /// Creates the device (and the relay directory and key file if missing); prints its id.
-    Init,
-    /// Prints the device's state hash, frontiers, roster and base checkpoint.
-    Status {
-        /// Print JSON instead of text.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Records one turn of a conversation; the next `pump` sends it.
-    Say {
-        /// The conversation id.
-        conversation: String,
-        /// Who speaks: user, assistant, system or tool.
-        #[arg(value_parser = parse_role)]
-        role: Role,
-        /// What they say.
-        text: String,
-    },
-    /// Pushes this device's ops, pulls everyone's and acknowledges them, until up to date.
-    Pump {
-        /// Stop after this many rounds even if more ops wait.
-        #[arg(long, default_value_t = sync_cli::DEFAULT_PUMP_ROUNDS)]
-        max_rounds: usize,
-    },
-    /// Prints a conversation's turns in order.
-    Transcript {
-        /// The conversation id.
-        conversation: String,
-        /// Print JSON instead of text.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Prints a conversation repaired into messages a model provider accepts, and the repairs.
-    Resume {
-        /// The conversation id.
-        conversation: String,
-        /// Print JSON instead of text.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Publishes a checkpoint at the stable frontier (lets the relay compact what it covers).
-    Checkpoint,
-    /// Re-anchors the journal on the relay's latest checkpoint.
-    Rebase,
-}
-
-impl From<SyncCommand> for sync_cli::SyncCommand {
-    fn from(command: SyncCommand) -> Self {
-        match command {
-            SyncCommand::Init => Self::Init,
-            SyncCommand::Status { json } => Self::Status { json },
-            SyncCommand::Say {
-                conversation,
-                role,
-                text,
-            } => Self::Say {
-                conversation,
-                role,
-                text,
-            },
-            SyncCommand::Pump { max_rounds } => Self::Pump { max_rounds },
-            SyncCommand::Transcript { conversation, json } => {
-                Self::Transcript { conversation, json }
-            }
-            SyncCommand::Resume { conversation, json } => Self::Resume { conversation, json },
-            SyncCommand::Checkpoint => Self::Checkpoint,
-            SyncCommand::Rebase => Self::Rebase,
-        }
-    }
-}
-
-fn parse_role(s: &str) -> Result<Role, String> {
-    Role::parse(s).map_err(|e| e.to_string())
 }
 
 #[derive(Debug, Subcommand)]
@@ -167,7 +89,7 @@ fn main() -> ExitCode {
                 relay_dir: relay,
                 key_file,
             };
-            sync_cli::run(&paths, command.into(), &mut std::io::stdout()).map_err(Into::into)
+            sync_cli::run(&paths, command, &mut std::io::stdout()).map_err(Into::into)
         }
         Command::Debug {
             command: DebugCommand::AppendLoop { db, seed, max },
