@@ -9,10 +9,12 @@
 //! | `sync.keys` | the scope keys, owner-only (`--key-file` names another file) |
 //! | `sync.lock` | a lock each command holds while it runs, so commands on one device take turns |
 //!
-//! `init` creates the directory, the relay directory and, when it does not exist yet, the key
-//! file with a fresh personal key. Every other command refuses to start on a data directory,
-//! relay directory or key file that is not there, so a typo never starts a new device or a new
-//! relay, and a device without the shared key never writes ops its peers cannot open.
+//! `init` creates the directory and the relay directory. It creates the key file, with a fresh
+//! personal key, only for a relay no device uses yet; a device set up later is told to copy
+//! the key file of a device already there, instead of getting a key its peers cannot use. Every
+//! other command refuses to start on a data directory, relay directory or key file that is not
+//! there, so a typo never starts a new device or a new relay. Ops that do not open with the
+//! device's key file are refused with a hint to copy it again.
 //!
 //! Two devices converge when they point at the same relay directory (two processes on one host,
 //! or two machines sharing a synced folder), hold the same key file (copied over a channel you
