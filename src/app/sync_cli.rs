@@ -29,7 +29,7 @@ use crate::adapters::fs_relay::FsRelay;
 use crate::adapters::keys::FileKeyProvider;
 use crate::adapters::sqlite::{SqliteJournal, SqliteLeaseCoordinator, SqliteOptions};
 use crate::adapters::system::SystemClock;
-use crate::domain::oplog::{Frontier, RepairReport, Scope, SealError, Turn};
+use crate::domain::oplog::{CheckpointId, Frontier, RepairReport, Scope, SealError, Turn};
 use crate::domain::Role;
 use crate::ports::{Clock, KeyProvider, Relay};
 
@@ -207,8 +207,11 @@ pub fn run(
     let done = runtime.block_on(async {
         std::fs::create_dir_all(&paths.data_dir)?;
         let _device_lock = lock_device(paths)?;
-        let key_created = command == SyncCommand::Init && prepare(paths).await?;
-        let (mut device, relay) = open(paths).await?;
+        let relay = Arc::new(FsRelay::open(&paths.relay_dir).map_err(SyncError::from)?);
+        let keys = Arc::new(FileKeyProvider::open(paths.key_file()).map_err(SyncError::from)?);
+        let key_created =
+            command == SyncCommand::Init && prepare(paths, relay.as_ref(), keys.as_ref()).await?;
+        let mut device = open(paths, Arc::clone(&relay), keys).await?;
         match command {
             SyncCommand::Init => {
                 // On the roster from now on, so a device set up next knows to copy the key.
@@ -278,10 +281,11 @@ pub fn run(
             }
             SyncCommand::Rebase => {
                 if device.rebase().await? {
-                    let base = device
-                        .base_checkpoint()
-                        .map_or_else(|| "none".to_owned(), |id| id.to_string());
-                    writeln!(out, "rebased on checkpoint {base}")?;
+                    writeln!(
+                        out,
+                        "rebased on checkpoint {}",
+                        base_text(device.base_checkpoint())
+                    )?;
                 } else {
                     writeln!(out, "nothing to do: no newer checkpoint on the relay")?;
                 }
@@ -307,12 +311,15 @@ fn explain(e: SyncCliError) -> SyncCliError {
 /// Creates what `init` needs; returns whether it created the key file. A new key is made only
 /// for a relay no device uses yet: ops sealed under another key would not open on the devices
 /// already there (nor theirs here).
-async fn prepare(paths: &SyncPaths) -> Result<bool, SyncCliError> {
+async fn prepare(
+    paths: &SyncPaths,
+    relay: &FsRelay,
+    keys: &FileKeyProvider,
+) -> Result<bool, SyncCliError> {
     let key_file = paths.key_file();
     if key_file.exists() {
         return Ok(false);
     }
-    let relay = FsRelay::open(&paths.relay_dir).map_err(SyncError::from)?;
     let devices = relay.roster().await.map_err(SyncError::from)?.len();
     if devices > 0 {
         return Err(SyncCliError::KeyNeeded {
@@ -320,7 +327,6 @@ async fn prepare(paths: &SyncPaths) -> Result<bool, SyncCliError> {
             devices,
         });
     }
-    let keys = FileKeyProvider::open(&key_file).map_err(SyncError::from)?;
     // The first use of the personal scope creates its key (and the file).
     keys.current(&Scope::Personal).map_err(SyncError::from)?;
     Ok(true)
@@ -359,25 +365,25 @@ fn lock_device(paths: &SyncPaths) -> io::Result<std::fs::File> {
     Ok(file)
 }
 
-/// Opens the device's sync session over its files and the relay directory; returns the relay
-/// too.
-async fn open(paths: &SyncPaths) -> Result<(DeviceSync, Arc<FsRelay>), SyncError> {
+/// Opens the device's sync session over its journal and lease database, `relay` and `keys`.
+async fn open(
+    paths: &SyncPaths,
+    relay: Arc<FsRelay>,
+    keys: Arc<FileKeyProvider>,
+) -> Result<DeviceSync, SyncError> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let journal = Arc::new(SqliteJournal::open(
         paths.journal(),
         SqliteOptions::default(),
     )?);
-    let relay = Arc::new(FsRelay::open(&paths.relay_dir)?);
     let leases = Arc::new(SqliteLeaseCoordinator::open(
         paths.data_dir.join(LEASES_FILE),
         Arc::clone(&clock),
     )?);
-    let keys = Arc::new(FileKeyProvider::open(paths.key_file())?);
-    let device = DeviceSync::builder(journal, Arc::clone(&relay) as Arc<dyn Relay>, leases, keys)
+    DeviceSync::builder(journal, relay, leases, keys)
         .clock(clock)
         .open()
-        .await?;
-    Ok((device, relay))
+        .await
 }
 
 fn init(
@@ -454,6 +460,11 @@ fn coverage(frontier: &Frontier) -> String {
     )
 }
 
+/// A base checkpoint's id, or "none".
+fn base_text(base: Option<CheckpointId>) -> String {
+    base.map_or_else(|| "none".to_owned(), |id| id.to_string())
+}
+
 /// `n` and `noun`, plural unless `n` is 1.
 fn count(n: u64, noun: &str) -> String {
     if n == 1 {
@@ -468,10 +479,7 @@ fn print_status(status: &SyncStatus, now_ms: u64, out: &mut dyn Write) -> Result
     writeln!(out, "state hash     {}", status.state_hash)?;
     writeln!(out, "journal        {}", coverage(&status.journal_frontier))?;
     writeln!(out, "stable         {}", coverage(&status.stable_frontier))?;
-    let base = status
-        .base_checkpoint
-        .map_or_else(|| "none".to_owned(), |id| id.to_string());
-    writeln!(out, "base           {base}")?;
+    writeln!(out, "base           {}", base_text(status.base_checkpoint))?;
     writeln!(out, "clock ahead    {} ms", status.clock_ahead_ms)?;
     if !status.held_back.is_empty() {
         let held: Vec<String> = status.held_back.iter().map(ToString::to_string).collect();

@@ -24,17 +24,21 @@ impl Device {
         }
     }
 
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_tandem"))
+    /// `tandem sync` for this device, before its subcommand.
+    fn command(&self) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_tandem"));
+        command
             .arg("sync")
             .arg("--data-dir")
             .arg(&self.data)
             .arg("--relay")
             .arg(&self.relay)
-            .args(args)
-            .env_remove("TANDEM_KEY_FILE")
-            .output()
-            .expect("run tandem")
+            .env_remove("TANDEM_KEY_FILE");
+        command
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command().args(args).output().expect("run tandem")
     }
 
     /// Runs a command that must succeed; returns its standard output.
@@ -89,6 +93,14 @@ impl Device {
         std::fs::create_dir_all(&self.data).expect("data dir");
         std::fs::copy(from.key_file(), self.key_file()).expect("copy the key file");
     }
+}
+
+/// Turns as `Device::transcript` returns them.
+fn turns(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(role, text)| ((*role).to_owned(), (*text).to_owned()))
+        .collect()
 }
 
 fn files_under(dir: &Path) -> Vec<PathBuf> {
@@ -239,11 +251,8 @@ fn the_cli_refuses_missing_paths_keys_and_bad_arguments_and_keeps_what_was_writt
     let refused = a.fails(&["say", "c", "user", "lost?"], 1);
     assert!(refused.contains("no key file at"), "{refused}");
     // A key file named explicitly is used instead of the default one.
-    let output = Command::new(env!("CARGO_BIN_EXE_tandem"))
-        .args(["sync", "--data-dir"])
-        .arg(&a.data)
-        .arg("--relay")
-        .arg(&a.relay)
+    let output = a
+        .command()
         .arg("--key-file")
         .arg(&moved)
         .args(["say", "c", "assistant", "found"])
@@ -257,10 +266,7 @@ fn the_cli_refuses_missing_paths_keys_and_bad_arguments_and_keeps_what_was_writt
     assert_eq!(after["device"], before["device"]);
     assert_eq!(
         a.transcript("c"),
-        vec![
-            ("user".to_owned(), "kept".to_owned()),
-            ("assistant".to_owned(), "found".to_owned())
-        ]
+        turns(&[("user", "kept"), ("assistant", "found")])
     );
 }
 
@@ -272,11 +278,7 @@ fn commands_run_at_once_on_one_device_take_turns_and_all_record() {
     const WRITERS: usize = 8;
     let children: Vec<_> = (0..WRITERS)
         .map(|i| {
-            Command::new(env!("CARGO_BIN_EXE_tandem"))
-                .args(["sync", "--data-dir"])
-                .arg(&a.data)
-                .arg("--relay")
-                .arg(&a.relay)
+            a.command()
                 .args(["say", "busy", "user", &format!("writer {i}")])
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::piped())
@@ -364,12 +366,6 @@ fn a_device_holding_another_relays_key_is_refused_when_it_pumps_and_nothing_is_l
     assert!(refused.contains("does not open: wrong key"), "{refused}");
 
     // Each keeps what it wrote and folded nothing it could not open.
-    assert_eq!(
-        a.transcript("c"),
-        vec![("user".to_owned(), "from a".to_owned())]
-    );
-    assert_eq!(
-        d.transcript("c"),
-        vec![("user".to_owned(), "from d".to_owned())]
-    );
+    assert_eq!(a.transcript("c"), turns(&[("user", "from a")]));
+    assert_eq!(d.transcript("c"), turns(&[("user", "from d")]));
 }
