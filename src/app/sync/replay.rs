@@ -105,7 +105,9 @@ impl Opener {
             .ok_or(SyncError::PlaintextCheckpoint { id: cp.id() })?;
         let key = self.key(&Scope::Personal, epoch)?;
         let opened = open_checkpoint(cp, &Scope::Personal, epoch, &key)?;
-        Ok(opened.to_state()?)
+        // The opened plaintext is this call's own: the state keeps it rather than copying
+        // every payload out of it.
+        Ok(opened.into_state()?)
     }
 }
 

@@ -139,20 +139,19 @@ pub(super) fn prepare(
     ))
 }
 
-/// [`prepare`] for a payload given as text already checked to be canonical JSON (as a
-/// decoded state holds it): only what the surface needs is parsed, and the text is kept.
+/// [`prepare`] for a payload held as text already checked to be canonical JSON (as a decoded
+/// state holds it): only what the surface needs is parsed, and the text is kept.
 pub(super) fn prepare_text(
     op_id: OpId,
     hlc: Hlc,
     scope: &Scope,
     surface: &Surface,
-    text: &str,
+    payload: Payload,
 ) -> Result<Prepared, FoldError> {
     let invalid = |e| invalid(op_id, surface, e);
-    let payload = Payload::from_checked_text(text);
     let item = match surface.tier() {
         FoldTier::EventStream if *surface == Surface::Conversation => {
-            ConversationTurn::check_text(text).map_err(invalid)?;
+            ConversationTurn::check_text(payload.as_str()).map_err(invalid)?;
             assemble(op_id, hlc, scope, surface, PayloadFields::Event, payload)
         }
         FoldTier::EventStream => {
@@ -235,7 +234,8 @@ impl ReadyOp {
     /// `op`'s header with `text`, its payload in clear as canonical JSON (as
     /// [`super::seal::open_op_text`] returns it), checked against the op's surface.
     pub(crate) fn from_text(op: &OpRecord, text: &str) -> Result<Self, FoldError> {
-        let prepared = prepare_text(op.op_id(), op.hlc(), op.scope(), op.surface(), text)?;
+        let payload = Payload::from_checked_text(text);
+        let prepared = prepare_text(op.op_id(), op.hlc(), op.scope(), op.surface(), payload)?;
         Ok(Self {
             hlc: op.hlc(),
             prepared,

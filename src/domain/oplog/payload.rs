@@ -21,6 +21,8 @@
 
 use std::fmt;
 
+use bytes::Bytes;
+use bytestring::ByteString;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -134,20 +136,37 @@ pub fn record_fields(payload: &Value) -> Result<(&str, bool), PayloadError> {
 /// smaller and encodes without re-serializing. [`Payload::to_value`] and [`Payload::parse`]
 /// read it on demand.
 ///
+/// The payloads of a state decoded from an opened checkpoint share that checkpoint's
+/// plaintext instead of each holding a copy: the buffer lives as long as any of them does.
+///
 /// `Debug` shows the size only: a payload is user data.
 #[derive(Clone, PartialEq, Eq, Hash)]
-pub struct Payload(Box<str>);
+pub struct Payload(ByteString);
 
 impl Payload {
     /// The payload of `value`, written in canonical JSON. For values the fold accepted:
     /// deeper nesting than [`MAX_PAYLOAD_DEPTH`] would not read back.
     pub(super) fn from_value(value: &Value) -> Self {
-        Self(canonical_json_text(value).into_boxed_str())
+        Self(canonical_json_text(value).into())
     }
 
     /// Text already checked to be canonical JSON that `serde_json` reads back.
     pub(super) fn from_checked_text(text: &str) -> Self {
         Self(text.into())
+    }
+
+    /// [`Self::from_checked_text`] for `text` lying within `buffer`: the payload holds a
+    /// share of `buffer` instead of a copy of `text`.
+    ///
+    /// # Panics
+    /// If `text` is not a part of `buffer`'s memory.
+    pub(super) fn from_checked_slice(buffer: &Bytes, text: &str) -> Self {
+        // `text` is a `str`, so its bytes are UTF-8 and the conversion cannot fail; if it ever
+        // did, a copy is as good.
+        match ByteString::try_from(buffer.slice_ref(text.as_bytes())) {
+            Ok(shared) => Self(shared),
+            Err(_) => Self::from_checked_text(text),
+        }
     }
 
     /// The canonical JSON text.
@@ -171,7 +190,7 @@ impl Payload {
 
 impl PartialEq<Value> for Payload {
     fn eq(&self, other: &Value) -> bool {
-        self.0.as_bytes() == canonical_json(other)
+        self.as_str().as_bytes() == canonical_json(other).as_slice()
     }
 }
 
@@ -248,6 +267,27 @@ mod tests {
         let shown = format!("{payload:?}");
         assert_eq!(shown, "Payload(17 bytes)");
         assert!(!shown.contains("secret"));
+    }
+
+    #[test]
+    fn a_payload_sliced_from_a_buffer_shares_it_and_equals_a_copy() {
+        let buffer = Bytes::from(b"\x01\x02{\"text\":\"hi\"}\x03".to_vec());
+        let text = std::str::from_utf8(&buffer[2..15]).unwrap();
+        let shared = Payload::from_checked_slice(&buffer, text);
+        assert_eq!(shared.as_str(), "{\"text\":\"hi\"}");
+        assert!(buffer.as_ptr_range().contains(&shared.as_str().as_ptr()));
+        let copied = Payload::from_checked_text(text);
+        assert!(!buffer.as_ptr_range().contains(&copied.as_str().as_ptr()));
+        assert_eq!(shared, copied);
+        assert_eq!(shared, json!({"text": "hi"}));
+        let hasher = std::hash::RandomState::new();
+        assert_eq!(
+            std::hash::BuildHasher::hash_one(&hasher, &shared),
+            std::hash::BuildHasher::hash_one(&hasher, &copied)
+        );
+        // The buffer outlives its owner while a payload shares it.
+        drop(buffer);
+        assert_eq!(shared.to_value(), json!({"text": "hi"}));
     }
 
     #[test]

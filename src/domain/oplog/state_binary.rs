@@ -31,6 +31,8 @@
 //! UUID text or building a JSON tree per event (a conversation turn's fields are checked
 //! straight from its text).
 
+use bytes::Bytes;
+
 use super::binary::{canonical_text, put_bytes, put_varint, Malformed, Reader};
 use super::fold::{prepare_text, Prepared, State};
 use super::hlc::Hlc;
@@ -111,7 +113,9 @@ impl State {
     }
 
     /// Decodes layout 2 (or reports the version of a later one).
-    pub(super) fn decode_binary_layout(bytes: &[u8]) -> Result<Self, StateDecodeError> {
+    pub(super) fn decode_binary_layout(input: Input<'_>) -> Result<Self, StateDecodeError> {
+        let bytes = input.bytes();
+        let texts = input.texts();
         let mut r = Reader::new(bytes);
         if r.take(MAGIC.len()).ok() != Some(&MAGIC[..]) {
             return Err(StateDecodeError::UnknownLayout);
@@ -124,14 +128,14 @@ impl State {
         for _ in 0..r.count(MIN_GROUP_LEN)? {
             let surface = parse_surface(r.text()?)?;
             let n = r.count(MIN_ENTRY_LEN)?;
-            let prepared = read_stream(&mut r, &surface, n)?;
+            let prepared = read_stream(&mut r, &surface, n, texts)?;
             state.insert_decoded_stream(surface, prepared);
         }
         for _ in 0..r.count(MIN_GROUP_LEN)? {
             // The id is the entries' own; the re-encoding checks it.
             r.text()?;
             for _ in 0..r.count(MIN_ENTRY_LEN)? {
-                state.insert(read_entry(&mut r, &Surface::Intent)?);
+                state.insert(read_entry(&mut r, &Surface::Intent, texts)?);
             }
         }
         for _ in 0..r.count(MIN_GROUP_LEN)? {
@@ -141,7 +145,7 @@ impl State {
                 r.text()?;
                 for _ in 0..r.count(1 + MIN_ENTRY_LEN)? {
                     r.text()?;
-                    state.insert(read_entry(&mut r, &surface)?);
+                    state.insert(read_entry(&mut r, &surface, texts)?);
                 }
             }
         }
@@ -175,9 +179,10 @@ fn read_stream(
     r: &mut Reader<'_>,
     surface: &Surface,
     n: usize,
+    texts: Texts<'_>,
 ) -> Result<Vec<Prepared>, StateDecodeError> {
     let read = |r: &mut Reader<'_>, n: usize| -> Result<Vec<Prepared>, StateDecodeError> {
-        (0..n).map(|_| read_entry(r, surface)).collect()
+        (0..n).map(|_| read_entry(r, surface, texts)).collect()
     };
     if n < PARALLEL_MIN_ENTRIES {
         return read(r, n);
@@ -213,9 +218,53 @@ fn skip_entry(r: &mut Reader<'_>) -> Result<(), Malformed> {
     Ok(())
 }
 
+/// State bytes to decode, and whether the decoded payloads copy their text out of them or
+/// share them.
+#[derive(Clone, Copy)]
+pub(super) enum Input<'a> {
+    /// Each payload gets a copy of its text.
+    Copied(&'a [u8]),
+    /// Payloads hold shares of the buffer.
+    Shared(&'a Bytes),
+}
+
+impl<'a> Input<'a> {
+    fn bytes(self) -> &'a [u8] {
+        match self {
+            Input::Copied(bytes) => bytes,
+            Input::Shared(buffer) => buffer,
+        }
+    }
+
+    fn texts(self) -> Texts<'a> {
+        Texts(match self {
+            Input::Copied(_) => None,
+            Input::Shared(buffer) => Some(buffer),
+        })
+    }
+}
+
+/// Where decoded payloads keep their text: copied out of the input, or shared with it (the
+/// buffer the reader reads, so every text read is a part of it).
+#[derive(Clone, Copy)]
+struct Texts<'a>(Option<&'a Bytes>);
+
+impl Texts<'_> {
+    fn payload(self, text: &str) -> Payload {
+        match self.0 {
+            Some(buffer) => Payload::from_checked_slice(buffer, text),
+            None => Payload::from_checked_text(text),
+        }
+    }
+}
+
 /// Reads one entry and checks it as the fold checks an op on `surface`. The payload must be
 /// canonical JSON text, which the entry keeps as it is.
-fn read_entry(r: &mut Reader<'_>, surface: &Surface) -> Result<Prepared, StateDecodeError> {
+fn read_entry(
+    r: &mut Reader<'_>,
+    surface: &Surface,
+    texts: Texts<'_>,
+) -> Result<Prepared, StateDecodeError> {
     let op_id = OpId::from_bytes(r.array()?);
     let wall_ms = r.varint()?;
     let counter =
@@ -223,7 +272,7 @@ fn read_entry(r: &mut Reader<'_>, surface: &Surface) -> Result<Prepared, StateDe
     let device = DeviceId::from_uuid(uuid::Uuid::from_bytes(r.array()?))
         .map_err(|_| Malformed("nil device"))?;
     let scope = Scope::parse(r.text()?).map_err(|_| StateDecodeError::InvalidKey("scope"))?;
-    let payload = canonical_text(r.bytes()?)?;
+    let payload = texts.payload(canonical_text(r.bytes()?)?);
     Ok(prepare_text(
         op_id,
         Hlc::new(wall_ms, counter, device),

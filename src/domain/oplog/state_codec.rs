@@ -33,6 +33,7 @@
 use std::collections::BTreeMap;
 use std::ops::Range;
 
+use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::error::Category;
 use serde_json::Value;
@@ -44,6 +45,7 @@ use super::intent::IntentView;
 use super::op::OpId;
 use super::payload::Payload;
 use super::scope::Scope;
+use super::state_binary::Input;
 use super::surface::Surface;
 
 /// About how many bytes [`State::from_canonical_bytes`] re-encodes before comparing them with
@@ -319,7 +321,18 @@ impl State {
         if bytes.first() == Some(&b'{') {
             Self::decode_json_layout(bytes)
         } else {
-            Self::decode_binary_layout(bytes)
+            Self::decode_binary_layout(Input::Copied(bytes))
+        }
+    }
+
+    /// [`Self::from_canonical_bytes`] for bytes the state may keep: the payloads of a
+    /// binary-layout state share `bytes` instead of each being copied out of it, so decoding
+    /// allocates far less and the decoded state holds on to the whole buffer.
+    pub(crate) fn from_canonical_buffer(bytes: &Bytes) -> Result<Self, StateDecodeError> {
+        if bytes.first() == Some(&b'{') {
+            Self::decode_json_layout(bytes)
+        } else {
+            Self::decode_binary_layout(Input::Shared(bytes))
         }
     }
 
