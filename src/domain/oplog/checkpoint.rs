@@ -220,8 +220,9 @@ impl Checkpoint {
 
     /// [`Checkpoint::to_state`] for a checkpoint that is not needed afterwards: the state keeps
     /// the state bytes and its payloads point into them, instead of each payload being copied
-    /// out. Faster for a large state (no allocation per entry); the bytes stay allocated as
-    /// long as the state holds any payload decoded from them.
+    /// out. Decoding then needs about the payloads' size less memory and no allocation per
+    /// payload; the bytes stay allocated as long as the state holds any payload decoded from
+    /// them.
     pub fn into_state(mut self) -> Result<State, CheckpointError> {
         self.verify_id()?;
         let bytes = Bytes::from(std::mem::take(&mut self.state));
