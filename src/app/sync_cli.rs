@@ -5,7 +5,7 @@
 //! | File in the data directory | What it holds |
 //! |---|---|
 //! | `sync.db` | the device's journal (its id, every op it holds, its base checkpoint) |
-//! | `leases.db` | the device's lease coordinator (unused by these commands, required by the session) |
+//! | `leases.db` | the lease database `lease`, `fence` use (`--lease-db` names a shared one) |
 //! | `sync.keys` | the scope keys, owner-only (`--key-file` names another file) |
 //! | `sync.lock` | a lock each command holds while it runs, so commands on one device take turns |
 //!
@@ -15,6 +15,10 @@
 //! other command refuses to start on a data directory, relay directory or key file that is not
 //! there, so a typo never starts a new device or a new relay. Ops that do not open with the
 //! device's key file are refused with a hint to copy it again.
+//!
+//! Leases (`lease acquire | renew | release | status`) and the dispatch fence (`fence`, after
+//! `intent` records a run's progress) work as the library's do: see the `leases` module for
+//! which lease database devices contend through.
 //!
 //! Two devices converge when they point at the same relay directory (two processes on one host,
 //! or two machines sharing a synced folder), hold the same key file (copied over a channel you
@@ -34,6 +38,12 @@ use crate::domain::Role;
 use crate::ports::{Clock, KeyProvider, Relay};
 
 use super::sync::{DeviceSync, SyncError, SyncStatus};
+use crate::domain::ids::{Epoch, RunId};
+use crate::domain::oplog::{DispatchDecision, IntentId};
+
+mod leases;
+
+pub use leases::{IntentState, LeaseCommand, DEFAULT_LEASE_TTL_MS};
 
 /// The journal's file in a data directory.
 pub const JOURNAL_FILE: &str = "sync.db";
@@ -55,6 +65,8 @@ pub struct SyncPaths {
     pub relay_dir: PathBuf,
     /// The key file, if not `sync.keys` in the data directory.
     pub key_file: Option<PathBuf>,
+    /// The lease database, if not `leases.db` in the data directory.
+    pub lease_db: Option<PathBuf>,
 }
 
 impl SyncPaths {
@@ -63,6 +75,13 @@ impl SyncPaths {
         self.key_file
             .clone()
             .unwrap_or_else(|| self.data_dir.join(KEY_FILE))
+    }
+
+    /// The lease database in use.
+    pub fn lease_db(&self) -> PathBuf {
+        self.lease_db
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join(LEASES_FILE))
     }
 
     fn journal(&self) -> PathBuf {
@@ -122,6 +141,39 @@ pub enum SyncCommand {
     Checkpoint,
     /// Re-anchors the journal on the relay's latest checkpoint.
     Rebase,
+    /// Leases on a resource: one device at a time holds one, each new holder at a larger
+    /// fencing epoch.
+    #[command(subcommand)]
+    Lease(LeaseCommand),
+    /// Records where an intent of a run stands (sealed and journaled; `pump` sends it). Once a
+    /// device holds a run's `committed` intent, its fence refuses to dispatch the run again.
+    Intent {
+        /// The intent id (1 to 128 of `A-Z a-z 0-9 _ . : -`).
+        #[arg(value_parser = leases::parse_intent_id)]
+        intent_id: IntentId,
+        /// The run it belongs to (a UUID).
+        #[arg(value_parser = leases::parse_run_id)]
+        run_id: RunId,
+        /// Where it stands.
+        #[arg(value_enum)]
+        status: IntentState,
+        /// The fencing epoch it was dispatched at (for `dispatched` only).
+        #[arg(long, value_parser = leases::parse_epoch)]
+        epoch: Option<Epoch>,
+    },
+    /// Asks the dispatch fence whether this device may run a run under its lease on a
+    /// resource at an epoch. Prints `proceed`, or fails saying why not (the run is committed,
+    /// the epoch is stale, or the lease is not held).
+    Fence {
+        /// The leased resource.
+        resource: String,
+        /// The run to dispatch (a UUID).
+        #[arg(value_parser = leases::parse_run_id)]
+        run_id: RunId,
+        /// The epoch `lease acquire` printed.
+        #[arg(value_parser = leases::parse_epoch)]
+        epoch: Epoch,
+    },
 }
 
 fn parse_role(s: &str) -> Result<Role, String> {
@@ -171,6 +223,28 @@ pub enum SyncCliError {
     /// `pump` was asked for zero rounds.
     #[error("pump needs at least one round")]
     NoRounds,
+    /// `intent` got `--epoch` for a status other than `dispatched`, or none for `dispatched`.
+    #[error("{}", if *.given {
+        "--epoch is for a dispatched intent only"
+    } else {
+        "a dispatched intent needs --epoch (the epoch of the lease it was dispatched under)"
+    })]
+    IntentEpoch {
+        /// Whether an epoch was given.
+        given: bool,
+    },
+    /// The dispatch fence refused: do not run the effect.
+    #[error("{}", leases::refusal(.resource, .run_id, .epoch, .decision))]
+    Fenced {
+        /// The leased resource.
+        resource: String,
+        /// The run.
+        run_id: RunId,
+        /// The epoch asked about.
+        epoch: Epoch,
+        /// The fence's decision (never `Proceed`).
+        decision: DispatchDecision,
+    },
     /// Ops or a checkpoint on the relay do not open with this device's key file: most often
     /// a key file created for, or copied from, another relay.
     #[error(
@@ -279,6 +353,18 @@ pub fn run(
                 }
                 Ok(())
             }
+            SyncCommand::Lease(command) => leases::lease(&device, command, out).await,
+            SyncCommand::Intent {
+                intent_id,
+                run_id,
+                status,
+                epoch,
+            } => leases::intent(&mut device, intent_id, run_id, status, epoch, out).await,
+            SyncCommand::Fence {
+                resource,
+                run_id,
+                epoch,
+            } => leases::fence(&device, resource, run_id, epoch, out).await,
             SyncCommand::Rebase => {
                 if device.rebase().await? {
                     writeln!(
@@ -377,7 +463,7 @@ async fn open(
         SqliteOptions::default(),
     )?);
     let leases = Arc::new(SqliteLeaseCoordinator::open(
-        paths.data_dir.join(LEASES_FILE),
+        paths.lease_db(),
         Arc::clone(&clock),
     )?);
     DeviceSync::builder(journal, relay, leases, keys)

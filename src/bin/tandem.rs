@@ -37,6 +37,10 @@ enum Command {
         /// The key file (default: `sync.keys` in the data directory).
         #[arg(long, env = "TANDEM_KEY_FILE")]
         key_file: Option<PathBuf>,
+        /// The lease database (default: `leases.db` in the data directory). Devices contend
+        /// for a lease only through a shared one: one file on one host.
+        #[arg(long, env = "TANDEM_LEASE_DB")]
+        lease_db: Option<PathBuf>,
         #[command(subcommand)]
         command: sync_cli::SyncCommand,
     },
@@ -82,12 +86,14 @@ fn main() -> ExitCode {
             data_dir,
             relay,
             key_file,
+            lease_db,
             command,
         } => {
             let paths = sync_cli::SyncPaths {
                 data_dir,
                 relay_dir: relay,
                 key_file,
+                lease_db,
             };
             sync_cli::run(&paths, command, &mut std::io::stdout()).map_err(Into::into)
         }

@@ -14,6 +14,8 @@ const CANARY: &str = "canary-7f3a-plaintext";
 struct Device {
     data: PathBuf,
     relay: PathBuf,
+    /// `--lease-db`, when not the device's own.
+    lease_db: Option<PathBuf>,
 }
 
 impl Device {
@@ -21,6 +23,15 @@ impl Device {
         Self {
             data: root.join(name),
             relay: root.join("relay"),
+            lease_db: None,
+        }
+    }
+
+    /// This device contending for leases through `lease_db`.
+    fn with_lease_db(self, lease_db: &Path) -> Self {
+        Self {
+            lease_db: Some(lease_db.to_path_buf()),
+            ..self
         }
     }
 
@@ -33,7 +44,11 @@ impl Device {
             .arg(&self.data)
             .arg("--relay")
             .arg(&self.relay)
-            .env_remove("TANDEM_KEY_FILE");
+            .env_remove("TANDEM_KEY_FILE")
+            .env_remove("TANDEM_LEASE_DB");
+        if let Some(lease_db) = &self.lease_db {
+            command.arg("--lease-db").arg(lease_db);
+        }
         command
     }
 
@@ -236,6 +251,7 @@ fn the_cli_refuses_missing_paths_keys_and_bad_arguments_and_keeps_what_was_writt
     let elsewhere = Device {
         data: a.data.clone(),
         relay: root.path().join("no-such-relay"),
+        lease_db: None,
     };
     let refused = elsewhere.fails(&["pump"], 1);
     assert!(refused.contains("no relay directory at"), "{refused}");
@@ -349,6 +365,7 @@ fn a_device_holding_another_relays_key_is_refused_when_it_pumps_and_nothing_is_l
     let other = Device {
         data: root.path().join("other"),
         relay: root.path().join("other-relay"),
+        lease_db: None,
     };
     other.ok(&["init"]);
     let d = Device::new(root.path(), "d");
@@ -368,4 +385,93 @@ fn a_device_holding_another_relays_key_is_refused_when_it_pumps_and_nothing_is_l
     // Each keeps what it wrote and folded nothing it could not open.
     assert_eq!(a.transcript("c"), turns(&[("user", "from a")]));
     assert_eq!(d.transcript("c"), turns(&[("user", "from d")]));
+}
+
+#[test]
+fn a_lease_passes_between_devices_sharing_a_lease_db_and_the_fence_refuses_stale_epochs_and_committed_runs(
+) {
+    let root = tempfile::tempdir().expect("temp dir");
+    let shared = root.path().join("leases.db");
+    let a = Device::new(root.path(), "a").with_lease_db(&shared);
+    let b = Device::new(root.path(), "b").with_lease_db(&shared);
+    a.ok(&["init"]);
+    b.copy_key_from(&a);
+    b.ok(&["init"]);
+    let a_id = a.status()["device"].as_str().expect("an id").to_owned();
+    let b_id = b.status()["device"].as_str().expect("an id").to_owned();
+    let (run, next_run) = (
+        "0192d8a4-0000-7000-8000-000000000001",
+        "0192d8a4-0000-7000-8000-000000000002",
+    );
+
+    let held = a.ok(&["lease", "acquire", "agent-1"]);
+    assert!(
+        held.starts_with("agent-1: epoch 1, held by") && held.contains("(this device)"),
+        "{held}"
+    );
+    let refused = b.fails(&["lease", "acquire", "agent-1"], 1);
+    assert!(
+        refused.contains(&format!("leased to {a_id} at epoch 1")),
+        "{refused}"
+    );
+
+    // A dispatches the run under epoch 1 and commits it; B learns of it by pumping.
+    assert!(a.ok(&["fence", "agent-1", run, "1"]).starts_with("proceed"));
+    a.ok(&["intent", "agent-1:step", run, "dispatched", "--epoch", "1"]);
+    a.ok(&["intent", "agent-1:step", run, "committed"]);
+    a.ok(&["pump"]);
+    b.ok(&["pump"]);
+
+    // The lease passes to B at a larger epoch.
+    assert!(a
+        .ok(&["lease", "release", "agent-1", "1"])
+        .contains("released agent-1"));
+    assert!(b
+        .ok(&["lease", "acquire", "agent-1"])
+        .starts_with("agent-1: epoch 2"));
+    let status: Value =
+        serde_json::from_str(&a.ok(&["lease", "status", "agent-1", "--json"])).expect("JSON");
+    assert_eq!(status["holder"], b_id.as_str());
+    assert_eq!(status["epoch"], 2);
+
+    // B never runs the committed run again; A's epoch is stale; B may run a new run.
+    let committed = b.fails(&["fence", "agent-1", run, "2"], 1);
+    assert!(committed.contains("already committed"), "{committed}");
+    let stale = a.fails(&["fence", "agent-1", next_run, "1"], 1);
+    assert!(
+        stale.contains("epoch 1 is stale") && stale.contains("at epoch 2"),
+        "{stale}"
+    );
+    assert!(a
+        .fails(&["lease", "renew", "agent-1", "1"], 1)
+        .contains("not by the caller"));
+    assert!(b
+        .ok(&["fence", "agent-1", next_run, "2"])
+        .starts_with("proceed"));
+    assert!(b
+        .ok(&["lease", "renew", "agent-1", "2", "--ttl-ms", "60000"])
+        .contains("epoch 2"));
+
+    // Intent arguments that do not fit are refused before anything is recorded.
+    let before = a.status()["journal_frontier"].clone();
+    let missing = a.fails(&["intent", "i2", next_run, "dispatched"], 1);
+    assert!(missing.contains("needs --epoch"), "{missing}");
+    let extra = a.fails(&["intent", "i2", next_run, "pending", "--epoch", "3"], 1);
+    assert!(extra.contains("dispatched intent only"), "{extra}");
+    assert!(a
+        .fails(&["intent", "bad id!", next_run, "pending"], 2)
+        .contains("invalid"));
+    assert!(a
+        .fails(&["fence", "agent-1", "not-a-uuid", "1"], 2)
+        .contains("not a UUID"));
+    assert!(a
+        .fails(&["lease", "acquire", "x", "--ttl-ms", "0"], 2)
+        .contains("--ttl-ms"));
+    assert_eq!(a.status()["journal_frontier"], before);
+
+    // Without --lease-db each device has its own: no contention, epochs of its own.
+    let own = Device::new(root.path(), "b");
+    assert!(own
+        .ok(&["lease", "status", "agent-1"])
+        .contains("agent-1: no lease"));
 }
