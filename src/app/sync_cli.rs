@@ -5,7 +5,7 @@
 //! | File in the data directory | What it holds |
 //! |---|---|
 //! | `sync.db` | the device's journal (its id, every op it holds, its base checkpoint) |
-//! | `leases.db` | the lease database `lease`, `fence` use (`--lease-db` names a shared one) |
+//! | `leases.db` | the lease database of `lease` and `fence` (`--lease-db` names a shared one) |
 //! | `sync.keys` | the scope keys, owner-only (`--key-file` names another file) |
 //! | `sync.lock` | a lock each command holds while it runs, so commands on one device take turns |
 //!
@@ -17,8 +17,10 @@
 //! device's key file are refused with a hint to copy it again.
 //!
 //! Leases (`lease acquire | renew | release | status`) and the dispatch fence (`fence`, after
-//! `intent` records a run's progress) work as the library's do: see the `leases` module for
-//! which lease database devices contend through.
+//! `intent` records a run's progress) work as the library's do. Devices contend for a lease
+//! only through one lease database: each has its own unless `--lease-db` names a shared file,
+//! which `init` creates and every other command requires to exist. The SQLite coordinator is
+//! safe across processes on one host, not across machines sharing a synced folder.
 //!
 //! Two devices converge when they point at the same relay directory (two processes on one host,
 //! or two machines sharing a synced folder), hold the same key file (copied over a channel you
@@ -33,13 +35,14 @@ use crate::adapters::fs_relay::FsRelay;
 use crate::adapters::keys::FileKeyProvider;
 use crate::adapters::sqlite::{SqliteJournal, SqliteLeaseCoordinator, SqliteOptions};
 use crate::adapters::system::SystemClock;
-use crate::domain::oplog::{CheckpointId, Frontier, RepairReport, Scope, SealError, Turn};
+use crate::domain::ids::{Epoch, RunId};
+use crate::domain::oplog::{
+    CheckpointId, DispatchDecision, Frontier, IntentId, RepairReport, Scope, SealError, Turn,
+};
 use crate::domain::Role;
 use crate::ports::{Clock, KeyProvider, Relay};
 
 use super::sync::{DeviceSync, SyncError, SyncStatus};
-use crate::domain::ids::{Epoch, RunId};
-use crate::domain::oplog::{DispatchDecision, IntentId};
 
 mod leases;
 
@@ -206,6 +209,16 @@ pub enum SyncCliError {
     )]
     NoKeyFile {
         /// The key file named.
+        path: PathBuf,
+    },
+    /// The lease database named with `--lease-db` does not exist.
+    #[error(
+        "no lease database at {}; check the path, or run `tandem sync init` with this \
+         --lease-db to create it (devices share leases only through one file on one host)",
+        .path.display()
+    )]
+    NoLeaseDb {
+        /// The lease database named.
         path: PathBuf,
     },
     /// `init` found no key file for a relay other devices already use.
@@ -433,6 +446,15 @@ fn check_prepared(paths: &SyncPaths) -> Result<(), SyncCliError> {
     let key_file = paths.key_file();
     if !key_file.is_file() {
         return Err(SyncCliError::NoKeyFile { path: key_file });
+    }
+    // A mistyped shared lease database must not quietly become a new one: two devices on
+    // different files would both hold the "same" lease.
+    if let Some(lease_db) = &paths.lease_db {
+        if !lease_db.is_file() {
+            return Err(SyncCliError::NoLeaseDb {
+                path: lease_db.clone(),
+            });
+        }
     }
     Ok(())
 }

@@ -474,4 +474,11 @@ fn a_lease_passes_between_devices_sharing_a_lease_db_and_the_fence_refuses_stale
     assert!(own
         .ok(&["lease", "status", "agent-1"])
         .contains("agent-1: no lease"));
+    // A mistyped shared lease database is refused, not created.
+    let typo = root.path().join("lease.db");
+    let refused = Device::new(root.path(), "b")
+        .with_lease_db(&typo)
+        .fails(&["lease", "acquire", "agent-1"], 1);
+    assert!(refused.contains("no lease database at"), "{refused}");
+    assert!(!typo.exists());
 }
