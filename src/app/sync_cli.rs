@@ -152,10 +152,8 @@ pub enum SyncCommand {
     /// device holds a run's `committed` intent, its fence refuses to dispatch the run again.
     Intent {
         /// The intent id (1 to 128 of `A-Z a-z 0-9 _ . : -`).
-        #[arg(value_parser = leases::parse_intent_id)]
         intent_id: IntentId,
         /// The run it belongs to (a UUID).
-        #[arg(value_parser = leases::parse_run_id)]
         run_id: RunId,
         /// Where it stands.
         #[arg(value_enum)]
@@ -171,7 +169,6 @@ pub enum SyncCommand {
         /// The leased resource.
         resource: String,
         /// The run to dispatch (a UUID).
-        #[arg(value_parser = leases::parse_run_id)]
         run_id: RunId,
         /// The epoch `lease acquire` printed.
         #[arg(value_parser = leases::parse_epoch)]

@@ -81,16 +81,6 @@ pub(super) fn parse_epoch(s: &str) -> Result<Epoch, String> {
         .map_err(|_| format!("not an epoch (a whole number): {s:?}"))
 }
 
-/// Parses an intent id for clap.
-pub(super) fn parse_intent_id(s: &str) -> Result<IntentId, String> {
-    IntentId::parse(s).map_err(|e| e.to_string())
-}
-
-/// Parses a run id for clap.
-pub(super) fn parse_run_id(s: &str) -> Result<RunId, String> {
-    RunId::parse(s).map_err(|e| e.to_string())
-}
-
 /// Runs a lease command.
 pub(super) async fn lease(
     device: &DeviceSync,

@@ -90,6 +90,13 @@ impl fmt::Display for IntentId {
     }
 }
 
+impl std::str::FromStr for IntentId {
+    type Err = IdError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse(s)
+    }
+}
+
 impl TryFrom<String> for IntentId {
     type Error = IdError;
     fn try_from(s: String) -> Result<Self, Self::Error> {

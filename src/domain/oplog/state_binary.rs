@@ -115,7 +115,6 @@ impl State {
     /// Decodes layout 2 (or reports the version of a later one).
     pub(super) fn decode_binary_layout(input: Input<'_>) -> Result<Self, StateDecodeError> {
         let bytes = input.bytes();
-        let texts = input.texts();
         let mut r = Reader::new(bytes);
         if r.take(MAGIC.len()).ok() != Some(&MAGIC[..]) {
             return Err(StateDecodeError::UnknownLayout);
@@ -128,14 +127,14 @@ impl State {
         for _ in 0..r.count(MIN_GROUP_LEN)? {
             let surface = parse_surface(r.text()?)?;
             let n = r.count(MIN_ENTRY_LEN)?;
-            let prepared = read_stream(&mut r, &surface, n, texts)?;
+            let prepared = read_stream(&mut r, &surface, n, input)?;
             state.insert_decoded_stream(surface, prepared);
         }
         for _ in 0..r.count(MIN_GROUP_LEN)? {
             // The id is the entries' own; the re-encoding checks it.
             r.text()?;
             for _ in 0..r.count(MIN_ENTRY_LEN)? {
-                state.insert(read_entry(&mut r, &Surface::Intent, texts)?);
+                state.insert(read_entry(&mut r, &Surface::Intent, input)?);
             }
         }
         for _ in 0..r.count(MIN_GROUP_LEN)? {
@@ -145,7 +144,7 @@ impl State {
                 r.text()?;
                 for _ in 0..r.count(1 + MIN_ENTRY_LEN)? {
                     r.text()?;
-                    state.insert(read_entry(&mut r, &surface, texts)?);
+                    state.insert(read_entry(&mut r, &surface, input)?);
                 }
             }
         }
@@ -179,10 +178,10 @@ fn read_stream(
     r: &mut Reader<'_>,
     surface: &Surface,
     n: usize,
-    texts: Texts<'_>,
+    input: Input<'_>,
 ) -> Result<Vec<Prepared>, StateDecodeError> {
     let read = |r: &mut Reader<'_>, n: usize| -> Result<Vec<Prepared>, StateDecodeError> {
-        (0..n).map(|_| read_entry(r, surface, texts)).collect()
+        (0..n).map(|_| read_entry(r, surface, input)).collect()
     };
     if n < PARALLEL_MIN_ENTRIES {
         return read(r, n);
@@ -236,24 +235,11 @@ impl<'a> Input<'a> {
         }
     }
 
-    fn texts(self) -> Texts<'a> {
-        Texts(match self {
-            Input::Copied(_) => None,
-            Input::Shared(buffer) => Some(buffer),
-        })
-    }
-}
-
-/// Where decoded payloads keep their text: copied out of the input, or shared with it (the
-/// buffer the reader reads, so every text read is a part of it).
-#[derive(Clone, Copy)]
-struct Texts<'a>(Option<&'a Bytes>);
-
-impl Texts<'_> {
+    /// The payload of `text`, read from these bytes (so, when shared, a part of the buffer).
     fn payload(self, text: &str) -> Payload {
-        match self.0 {
-            Some(buffer) => Payload::from_checked_slice(buffer, text),
-            None => Payload::from_checked_text(text),
+        match self {
+            Input::Copied(_) => Payload::from_checked_text(text),
+            Input::Shared(buffer) => Payload::from_checked_slice(buffer, text),
         }
     }
 }
@@ -263,7 +249,7 @@ impl Texts<'_> {
 fn read_entry(
     r: &mut Reader<'_>,
     surface: &Surface,
-    texts: Texts<'_>,
+    input: Input<'_>,
 ) -> Result<Prepared, StateDecodeError> {
     let op_id = OpId::from_bytes(r.array()?);
     let wall_ms = r.varint()?;
@@ -272,7 +258,7 @@ fn read_entry(
     let device = DeviceId::from_uuid(uuid::Uuid::from_bytes(r.array()?))
         .map_err(|_| Malformed("nil device"))?;
     let scope = Scope::parse(r.text()?).map_err(|_| StateDecodeError::InvalidKey("scope"))?;
-    let payload = texts.payload(canonical_text(r.bytes()?)?);
+    let payload = input.payload(canonical_text(r.bytes()?)?);
     Ok(prepare_text(
         op_id,
         Hlc::new(wall_ms, counter, device),
