@@ -228,7 +228,8 @@ pub(super) enum Input<'a> {
 }
 
 impl<'a> Input<'a> {
-    fn bytes(self) -> &'a [u8] {
+    /// The bytes to decode.
+    pub(super) fn bytes(self) -> &'a [u8] {
         match self {
             Input::Copied(bytes) => bytes,
             Input::Shared(buffer) => buffer,

@@ -318,21 +318,22 @@ impl State {
     /// Decodes state bytes in either layout, refusing anything that is not exactly what some
     /// state encodes to in that layout.
     pub fn from_canonical_bytes(bytes: &[u8]) -> Result<Self, StateDecodeError> {
-        if bytes.first() == Some(&b'{') {
-            Self::decode_json_layout(bytes)
-        } else {
-            Self::decode_binary_layout(Input::Copied(bytes))
-        }
+        Self::decode(Input::Copied(bytes))
     }
 
     /// [`Self::from_canonical_bytes`] for bytes the state may keep: the payloads of a
     /// binary-layout state share `bytes` instead of each being copied out of it, so decoding
     /// allocates far less and the decoded state holds on to the whole buffer.
     pub(crate) fn from_canonical_buffer(bytes: &Bytes) -> Result<Self, StateDecodeError> {
-        if bytes.first() == Some(&b'{') {
-            Self::decode_json_layout(bytes)
+        Self::decode(Input::Shared(bytes))
+    }
+
+    /// Decodes either layout, telling them apart by the first byte.
+    fn decode(input: Input<'_>) -> Result<Self, StateDecodeError> {
+        if input.bytes().first() == Some(&b'{') {
+            Self::decode_json_layout(input.bytes())
         } else {
-            Self::decode_binary_layout(Input::Shared(bytes))
+            Self::decode_binary_layout(input)
         }
     }
 
