@@ -68,6 +68,8 @@
 //! Every field is length-prefixed, even fixed-size ones, so the encoding is injective without
 //! reasoning about widths.
 
+use std::fmt;
+
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -202,9 +204,29 @@ pub(super) fn write_json_string(s: &str, out: &mut Vec<u8>) {
     out.push(b'"');
 }
 
-/// A builder for `lp(field_1) || lp(field_2) || ...`.
-#[derive(Debug, Default)]
-pub(super) struct Framer(Vec<u8>);
+/// Where a [`Framer`] writes: a buffer that keeps the bytes, or a hash that only digests them.
+pub(super) trait FrameSink {
+    /// Appends `bytes`.
+    fn put(&mut self, bytes: &[u8]);
+}
+
+impl FrameSink for Vec<u8> {
+    fn put(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+}
+
+impl FrameSink for Sha256 {
+    fn put(&mut self, bytes: &[u8]) {
+        self.update(bytes);
+    }
+}
+
+/// A builder for `lp(field_1) || lp(field_2) || ...`, into a buffer ([`Framer::new`]) or
+/// straight into SHA-256 ([`Framer::hashing`]), which never holds the encoding: an op id or a
+/// state hash costs no copy of the payload or state it covers.
+#[derive(Debug)]
+pub(super) struct Framer<S = Vec<u8>>(S);
 
 impl Framer {
     /// Starts an encoding whose first field is the domain-separation `tag`.
@@ -214,18 +236,67 @@ impl Framer {
         framer
     }
 
+    /// The finished bytes.
+    pub(super) fn finish(self) -> Vec<u8> {
+        self.0
+    }
+}
+
+impl Framer<Sha256> {
+    /// Starts hashing an encoding whose first field is the domain-separation `tag`.
+    pub(super) fn hashing(tag: &str) -> Self {
+        let mut framer = Self::hashing_after(&[]);
+        framer.field(tag.as_bytes());
+        framer
+    }
+
+    /// Starts hashing an encoding that continues `framed`, bytes already framed (a header).
+    pub(super) fn hashing_after(framed: &[u8]) -> Self {
+        let mut hasher = Sha256::new();
+        hasher.update(framed);
+        Self(hasher)
+    }
+
+    /// SHA-256 of everything framed.
+    pub(super) fn digest(self) -> [u8; 32] {
+        self.0.finalize().into()
+    }
+}
+
+impl<S: FrameSink> Framer<S> {
     /// Appends one length-prefixed field.
     pub(super) fn field(&mut self, bytes: &[u8]) -> &mut Self {
         // usize always fits in u64 on supported targets; saturate rather than panic.
         let len = u64::try_from(bytes.len()).unwrap_or(u64::MAX);
-        self.0.extend_from_slice(&len.to_be_bytes());
-        self.0.extend_from_slice(bytes);
+        self.0.put(&len.to_be_bytes());
+        self.0.put(bytes);
         self
     }
 
-    /// The finished bytes.
-    pub(super) fn finish(self) -> Vec<u8> {
-        self.0
+    /// Appends `value`'s text form as one length-prefixed field, without building a string.
+    pub(super) fn display_field(&mut self, value: &impl fmt::Display) -> &mut Self {
+        /// Counts the bytes a `Display` writes.
+        struct Count(u64);
+        impl fmt::Write for Count {
+            fn write_str(&mut self, s: &str) -> fmt::Result {
+                self.0 += u64::try_from(s.len()).unwrap_or(u64::MAX);
+                Ok(())
+            }
+        }
+        /// Passes the bytes a `Display` writes to a sink.
+        struct Put<'a, S>(&'a mut S);
+        impl<S: FrameSink> fmt::Write for Put<'_, S> {
+            fn write_str(&mut self, s: &str) -> fmt::Result {
+                self.0.put(s.as_bytes());
+                Ok(())
+            }
+        }
+        // Neither writer fails, and a `Display` only passes on its writer's errors.
+        let mut count = Count(0);
+        let _ = fmt::write(&mut count, format_args!("{value}"));
+        self.0.put(&count.0.to_be_bytes());
+        let _ = fmt::write(&mut Put(&mut self.0), format_args!("{value}"));
+        self
     }
 }
 
@@ -239,20 +310,56 @@ pub fn op_header_bytes(
     surface: &Surface,
 ) -> Vec<u8> {
     let mut f = Framer::new(OP_ID_TAG);
+    frame_op_header(&mut f, device, seq, prev, hlc, scope, surface);
+    f.finish()
+}
+
+/// The op id of a header encoding (from [`op_header_bytes`]) followed by `payload`.
+pub fn op_id_from_header(header: &[u8], payload: &OpPayload) -> OpId {
+    let mut f = Framer::hashing_after(header);
+    frame_op_payload(&mut f, payload);
+    OpId::from_bytes(f.digest())
+}
+
+/// The op id of an op's parts, hashed as they are framed (what [`op_id_from_header`] gives
+/// over [`op_header_bytes`] of the same parts, without building the header).
+pub(super) fn op_id_of(
+    device: DeviceId,
+    seq: Seq,
+    prev: Option<&OpId>,
+    hlc: &Hlc,
+    scope: &Scope,
+    surface: &Surface,
+    payload: &OpPayload,
+) -> OpId {
+    let mut f = Framer::hashing(OP_ID_TAG);
+    frame_op_header(&mut f, device, seq, prev, hlc, scope, surface);
+    frame_op_payload(&mut f, payload);
+    OpId::from_bytes(f.digest())
+}
+
+/// The header fields of the op-id recipe, after its tag.
+fn frame_op_header<S: FrameSink>(
+    f: &mut Framer<S>,
+    device: DeviceId,
+    seq: Seq,
+    prev: Option<&OpId>,
+    hlc: &Hlc,
+    scope: &Scope,
+    surface: &Surface,
+) {
     f.field(device.as_uuid().as_bytes())
         .field(&seq.get().to_be_bytes())
         .field(prev.map_or(&[][..], |p| &p.as_bytes()[..]))
         .field(&hlc.wall_ms.to_be_bytes())
         .field(&hlc.counter.to_be_bytes())
         .field(hlc.device.as_uuid().as_bytes())
-        .field(scope.to_string().as_bytes())
-        .field(surface.to_string().as_bytes());
-    f.finish()
+        .display_field(scope)
+        .display_field(surface);
 }
 
-/// The op id of a header encoding (from [`op_header_bytes`]) followed by `payload`.
-pub fn op_id_from_header(header: &[u8], payload: &OpPayload) -> OpId {
-    let mut f = Framer::default();
+/// The payload fields of the op-id recipe.
+fn frame_op_payload<S: FrameSink>(f: &mut Framer<S>, payload: &OpPayload) {
     match payload {
         OpPayload::Plain(value) => {
             f.field(b"plain").field(&canonical_json(value));
@@ -268,15 +375,6 @@ pub fn op_id_from_header(header: &[u8], payload: &OpPayload) -> OpId {
                 .field(ciphertext);
         }
     }
-    let mut hasher = Sha256::new();
-    hasher.update(header);
-    hasher.update(f.finish());
-    OpId::from_bytes(hasher.finalize().into())
-}
-
-/// SHA-256 of `bytes`.
-pub(super) fn sha256(bytes: &[u8]) -> [u8; 32] {
-    Sha256::digest(bytes).into()
 }
 
 /// Lowercase hex of `bytes`.
@@ -449,6 +547,42 @@ mod tests {
             ]
             .concat()
         );
+    }
+
+    #[test]
+    fn a_hashing_framer_digests_what_a_buffer_framer_builds() {
+        let scope = Scope::shared("acme").unwrap();
+        let surface = Surface::registry("agents").unwrap();
+        let mut buffer = Framer::new("t");
+        buffer
+            .field(b"ab")
+            .field(b"")
+            .display_field(&scope)
+            .display_field(&surface);
+        let bytes = buffer.finish();
+        let mut hashing = Framer::hashing("t");
+        hashing
+            .field(b"ab")
+            .field(b"")
+            .display_field(&scope)
+            .display_field(&surface);
+        assert_eq!(hashing.digest(), <[u8; 32]>::from(Sha256::digest(&bytes)));
+        // A text field is framed as its string form would be.
+        let mut by_string = Framer::new("t");
+        by_string
+            .field(b"ab")
+            .field(b"")
+            .field(b"shared:acme")
+            .field(b"registry:agents");
+        assert_eq!(bytes, by_string.finish());
+        // Hashing after framed bytes continues them.
+        let mut after = Framer::hashing_after(&bytes[..9]);
+        after
+            .field(b"ab")
+            .field(b"")
+            .display_field(&scope)
+            .display_field(&surface);
+        assert_eq!(after.digest(), <[u8; 32]>::from(Sha256::digest(&bytes)));
     }
 
     proptest! {

@@ -26,7 +26,7 @@ use std::str::FromStr;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use super::canonical::{canonical_json, from_hex_array, hex_serde, sha256, to_hex, Framer};
+use super::canonical::{canonical_json, from_hex_array, hex_serde, to_hex, Framer};
 use super::fold::{hash_state_bytes, State};
 use super::frontier::Frontier;
 use super::state_codec::StateDecodeError;
@@ -267,10 +267,10 @@ impl fmt::Debug for Checkpoint {
 }
 
 fn checkpoint_id(frontier: &Frontier, state_hash: &[u8; 32]) -> CheckpointId {
-    let mut f = Framer::new(CHECKPOINT_ID_TAG);
+    let mut f = Framer::hashing(CHECKPOINT_ID_TAG);
     f.field(&canonical_json(&frontier.to_canonical_json()))
         .field(state_hash);
-    CheckpointId(sha256(&f.finish()))
+    CheckpointId(f.digest())
 }
 
 #[cfg(test)]

@@ -34,6 +34,7 @@ use std::fmt;
 
 use serde_json::Value;
 
+use super::canonical::Framer;
 use super::hlc::Hlc;
 use super::intent::{IntentEntry, IntentLedger};
 use super::op::{OpId, OpPayload, OpRecord};
@@ -41,7 +42,6 @@ use super::payload::{payload_fields, Payload, PayloadError, PayloadFields};
 use super::scope::Scope;
 use super::surface::{FoldTier, Surface};
 use super::transcript::ConversationTurn;
-use sha2::{Digest, Sha256};
 
 /// Domain-separation tag of the state hash.
 pub const STATE_HASH_TAG: &str = "tandem-state-v1";
@@ -449,13 +449,9 @@ pub fn state_hash(state: &State) -> [u8; 32] {
 /// The state hash of already encoded canonical state bytes.
 pub fn hash_state_bytes(canonical: &[u8]) -> [u8; 32] {
     // lp(tag) || lp(canonical), hashed as it streams (the state can be tens of megabytes).
-    let mut hasher = Sha256::new();
-    for field in [STATE_HASH_TAG.as_bytes(), canonical] {
-        let len = u64::try_from(field.len()).unwrap_or(u64::MAX);
-        hasher.update(len.to_be_bytes());
-        hasher.update(field);
-    }
-    hasher.finalize().into()
+    let mut f = Framer::hashing(STATE_HASH_TAG);
+    f.field(canonical);
+    f.digest()
 }
 
 #[cfg(test)]

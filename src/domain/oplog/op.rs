@@ -18,7 +18,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::canonical::{from_hex_array, hex_serde, op_header_bytes, op_id_from_header, to_hex};
+use super::canonical::{from_hex_array, hex_serde, op_header_bytes, op_id_of, to_hex};
 use super::hlc::Hlc;
 use super::payload::PayloadError;
 use super::scope::Scope;
@@ -258,7 +258,15 @@ impl OpRecord {
     /// The id recomputed from the header and payload; equals [`OpRecord::op_id`] unless the
     /// record was tampered with (or opened, see [`OpRecord::opened`]).
     pub fn computed_id(&self) -> OpId {
-        op_id_from_header(&self.header_bytes(), &self.payload)
+        op_id_of(
+            self.device,
+            self.seq,
+            self.prev.as_ref(),
+            &self.hlc,
+            &self.scope,
+            &self.surface,
+            &self.payload,
+        )
     }
 
     /// The op header encoding (the recipe's fields before the payload), which sealing binds as
@@ -335,7 +343,7 @@ impl OpRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::oplog::canonical::Framer;
+    use crate::domain::oplog::canonical::{op_id_from_header, Framer};
     use crate::domain::oplog::test_support::dev;
     use serde_json::json;
     use sha2::{Digest, Sha256};
@@ -394,6 +402,21 @@ mod tests {
     fn golden_vector_sealed_payload() {
         let op = sealed_second(OpId::parse(GOLDEN_PLAIN).unwrap());
         assert_eq!(op.op_id().to_string(), GOLDEN_SEALED);
+    }
+
+    /// The public two-step form (header bytes, then the payload) gives the id the record
+    /// computes in one pass.
+    #[test]
+    fn the_id_over_header_bytes_is_the_computed_id() {
+        let plain = plain_genesis();
+        let sealed = sealed_second(plain.op_id());
+        for op in [plain, sealed] {
+            assert_eq!(
+                op_id_from_header(&op.header_bytes(), &op.payload),
+                op.op_id()
+            );
+            assert_eq!(op.computed_id(), op.op_id());
+        }
     }
 
     #[test]
