@@ -300,6 +300,53 @@ impl<S: FrameSink> Framer<S> {
     }
 }
 
+/// The header of an op, borrowed: every field of the op-id recipe before the payload.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct OpHeader<'a> {
+    /// The authoring device.
+    pub device: DeviceId,
+    /// Position in the device's chain.
+    pub seq: Seq,
+    /// The id of the op before it in the chain.
+    pub prev: Option<&'a OpId>,
+    /// Its stamp.
+    pub hlc: &'a Hlc,
+    /// Its scope.
+    pub scope: &'a Scope,
+    /// Its surface.
+    pub surface: &'a Surface,
+}
+
+impl OpHeader<'_> {
+    /// The header encoding (see [`op_header_bytes`]).
+    pub(super) fn bytes(&self) -> Vec<u8> {
+        let mut f = Framer::new(OP_ID_TAG);
+        self.frame(&mut f);
+        f.finish()
+    }
+
+    /// The op id of this header followed by `payload`, hashed as it is framed: the same id as
+    /// [`op_id_from_header`] over [`OpHeader::bytes`], without building the header.
+    pub(super) fn op_id(&self, payload: &OpPayload) -> OpId {
+        let mut f = Framer::hashing(OP_ID_TAG);
+        self.frame(&mut f);
+        frame_op_payload(&mut f, payload);
+        OpId::from_bytes(f.digest())
+    }
+
+    /// The header fields, after the recipe's tag.
+    fn frame<S: FrameSink>(&self, f: &mut Framer<S>) {
+        f.field(self.device.as_uuid().as_bytes())
+            .field(&self.seq.get().to_be_bytes())
+            .field(self.prev.map_or(&[][..], |p| &p.as_bytes()[..]))
+            .field(&self.hlc.wall_ms.to_be_bytes())
+            .field(&self.hlc.counter.to_be_bytes())
+            .field(self.hlc.device.as_uuid().as_bytes())
+            .display_field(self.scope)
+            .display_field(self.surface);
+    }
+}
+
 /// The op header encoding: every `lp(...)` field of the op-id recipe before the payload.
 pub fn op_header_bytes(
     device: DeviceId,
@@ -309,9 +356,15 @@ pub fn op_header_bytes(
     scope: &Scope,
     surface: &Surface,
 ) -> Vec<u8> {
-    let mut f = Framer::new(OP_ID_TAG);
-    frame_op_header(&mut f, device, seq, prev, hlc, scope, surface);
-    f.finish()
+    OpHeader {
+        device,
+        seq,
+        prev,
+        hlc,
+        scope,
+        surface,
+    }
+    .bytes()
 }
 
 /// The op id of a header encoding (from [`op_header_bytes`]) followed by `payload`.
@@ -319,43 +372,6 @@ pub fn op_id_from_header(header: &[u8], payload: &OpPayload) -> OpId {
     let mut f = Framer::hashing_after(header);
     frame_op_payload(&mut f, payload);
     OpId::from_bytes(f.digest())
-}
-
-/// The op id of an op's parts, hashed as they are framed (what [`op_id_from_header`] gives
-/// over [`op_header_bytes`] of the same parts, without building the header).
-pub(super) fn op_id_of(
-    device: DeviceId,
-    seq: Seq,
-    prev: Option<&OpId>,
-    hlc: &Hlc,
-    scope: &Scope,
-    surface: &Surface,
-    payload: &OpPayload,
-) -> OpId {
-    let mut f = Framer::hashing(OP_ID_TAG);
-    frame_op_header(&mut f, device, seq, prev, hlc, scope, surface);
-    frame_op_payload(&mut f, payload);
-    OpId::from_bytes(f.digest())
-}
-
-/// The header fields of the op-id recipe, after its tag.
-fn frame_op_header<S: FrameSink>(
-    f: &mut Framer<S>,
-    device: DeviceId,
-    seq: Seq,
-    prev: Option<&OpId>,
-    hlc: &Hlc,
-    scope: &Scope,
-    surface: &Surface,
-) {
-    f.field(device.as_uuid().as_bytes())
-        .field(&seq.get().to_be_bytes())
-        .field(prev.map_or(&[][..], |p| &p.as_bytes()[..]))
-        .field(&hlc.wall_ms.to_be_bytes())
-        .field(&hlc.counter.to_be_bytes())
-        .field(hlc.device.as_uuid().as_bytes())
-        .display_field(scope)
-        .display_field(surface);
 }
 
 /// The payload fields of the op-id recipe.

@@ -18,7 +18,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::canonical::{from_hex_array, hex_serde, op_header_bytes, op_id_of, to_hex};
+use super::canonical::{from_hex_array, hex_serde, to_hex, OpHeader};
 use super::hlc::Hlc;
 use super::payload::PayloadError;
 use super::scope::Scope;
@@ -258,28 +258,24 @@ impl OpRecord {
     /// The id recomputed from the header and payload; equals [`OpRecord::op_id`] unless the
     /// record was tampered with (or opened, see [`OpRecord::opened`]).
     pub fn computed_id(&self) -> OpId {
-        op_id_of(
-            self.device,
-            self.seq,
-            self.prev.as_ref(),
-            &self.hlc,
-            &self.scope,
-            &self.surface,
-            &self.payload,
-        )
+        self.header().op_id(&self.payload)
     }
 
     /// The op header encoding (the recipe's fields before the payload), which sealing binds as
     /// associated data.
     pub fn header_bytes(&self) -> Vec<u8> {
-        op_header_bytes(
-            self.device,
-            self.seq,
-            self.prev.as_ref(),
-            &self.hlc,
-            &self.scope,
-            &self.surface,
-        )
+        self.header().bytes()
+    }
+
+    fn header(&self) -> OpHeader<'_> {
+        OpHeader {
+            device: self.device,
+            seq: self.seq,
+            prev: self.prev.as_ref(),
+            hlc: &self.hlc,
+            scope: &self.scope,
+            surface: &self.surface,
+        }
     }
 
     /// The HLC stamp.
