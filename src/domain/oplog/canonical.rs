@@ -274,6 +274,8 @@ impl<S: FrameSink> Framer<S> {
     }
 
     /// Appends `value`'s text form as one length-prefixed field, without building a string.
+    /// The value is formatted twice (to count, then to write), so its `Display` must write the
+    /// same text each time, as the scope and surface forms do.
     pub(super) fn display_field(&mut self, value: &impl fmt::Display) -> &mut Self {
         /// Counts the bytes a `Display` writes.
         struct Count(u64);

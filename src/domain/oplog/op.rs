@@ -401,7 +401,7 @@ mod tests {
     }
 
     /// The public two-step form (header bytes, then the payload) gives the id the record
-    /// computes in one pass.
+    /// computes in one pass (the one the golden vectors pin).
     #[test]
     fn the_id_over_header_bytes_is_the_computed_id() {
         let plain = plain_genesis();
@@ -411,7 +411,6 @@ mod tests {
                 op_id_from_header(&op.header_bytes(), &op.payload),
                 op.op_id()
             );
-            assert_eq!(op.computed_id(), op.op_id());
         }
     }
 
