@@ -64,11 +64,18 @@ pub(super) fn canonical_json_value(json: &[u8]) -> Result<Value, Malformed> {
     serde_json::from_slice(json).map_err(|_| INVALID)
 }
 
-/// Canonical JSON text, refusing bytes that are not (the same bytes [`canonical_json_value`]
+/// Why a payload's bytes were refused by [`check_canonical`] or [`canonical_text`].
+pub(super) const NOT_CANONICAL: Malformed = Malformed("payload is not canonical JSON");
+
+/// Refuses bytes that are not canonical JSON (the same bytes [`canonical_json_value`]
 /// refuses, without parsing them).
+pub(super) fn check_canonical(json: &[u8]) -> Result<(), Malformed> {
+    check_canonical_json(json).map_err(|_| NOT_CANONICAL)
+}
+
+/// Canonical JSON text, refusing bytes that are not (see [`check_canonical`]).
 pub(super) fn canonical_text(json: &[u8]) -> Result<&str, Malformed> {
-    const NOT_CANONICAL: Malformed = Malformed("payload is not canonical JSON");
-    check_canonical_json(json).map_err(|_| NOT_CANONICAL)?;
+    check_canonical(json)?;
     std::str::from_utf8(json).map_err(|_| NOT_CANONICAL)
 }
 

@@ -155,18 +155,13 @@ impl Payload {
         Self(text.into())
     }
 
-    /// [`Self::from_checked_text`] for `text` lying within `buffer`: the payload holds a
-    /// share of `buffer` instead of a copy of `text`.
+    /// Canonical JSON, already checked, lying within `buffer`: the payload holds a share of
+    /// `buffer` instead of a copy. `None` if `json` is not UTF-8 (the one check made here).
     ///
     /// # Panics
-    /// If `text` is not a part of `buffer`'s memory.
-    pub(super) fn from_checked_slice(buffer: &Bytes, text: &str) -> Self {
-        // `text` is a `str`, so its bytes are UTF-8 and the conversion cannot fail; if it ever
-        // did, a copy is as good.
-        match ByteString::try_from(buffer.slice_ref(text.as_bytes())) {
-            Ok(shared) => Self(shared),
-            Err(_) => Self::from_checked_text(text),
-        }
+    /// If `json` is not a part of `buffer`'s memory.
+    pub(super) fn from_checked_slice(buffer: &Bytes, json: &[u8]) -> Option<Self> {
+        ByteString::try_from(buffer.slice_ref(json)).ok().map(Self)
     }
 
     /// The canonical JSON text.
@@ -272,8 +267,9 @@ mod tests {
     #[test]
     fn a_payload_sliced_from_a_buffer_shares_it_and_equals_a_copy() {
         let buffer = Bytes::from(b"\x01\x02{\"text\":\"hi\"}\x03".to_vec());
-        let text = std::str::from_utf8(&buffer[2..15]).unwrap();
-        let shared = Payload::from_checked_slice(&buffer, text);
+        let json = &buffer[2..15];
+        let text = std::str::from_utf8(json).unwrap();
+        let shared = Payload::from_checked_slice(&buffer, json).unwrap();
         assert_eq!(shared.as_str(), "{\"text\":\"hi\"}");
         assert!(buffer.as_ptr_range().contains(&shared.as_str().as_ptr()));
         let copied = Payload::from_checked_text(text);

@@ -33,7 +33,9 @@
 
 use bytes::Bytes;
 
-use super::binary::{canonical_text, put_bytes, put_varint, Malformed, Reader};
+use super::binary::{
+    canonical_text, check_canonical, put_bytes, put_varint, Malformed, Reader, NOT_CANONICAL,
+};
 use super::fold::{prepare_text, Prepared, State};
 use super::hlc::Hlc;
 use super::op::OpId;
@@ -236,11 +238,15 @@ impl<'a> Input<'a> {
         }
     }
 
-    /// The payload of `text`, read from these bytes (so, when shared, a part of the buffer).
-    fn payload(self, text: &str) -> Payload {
+    /// The payload of `json`, read from these bytes (so, when shared, a part of the buffer),
+    /// refused unless it is canonical JSON. Its UTF-8 is checked once either way.
+    fn payload(self, json: &[u8]) -> Result<Payload, Malformed> {
         match self {
-            Input::Copied(_) => Payload::from_checked_text(text),
-            Input::Shared(buffer) => Payload::from_checked_slice(buffer, text),
+            Input::Copied(_) => canonical_text(json).map(Payload::from_checked_text),
+            Input::Shared(buffer) => {
+                check_canonical(json)?;
+                Payload::from_checked_slice(buffer, json).ok_or(NOT_CANONICAL)
+            }
         }
     }
 }
@@ -259,7 +265,7 @@ fn read_entry(
     let device = DeviceId::from_uuid(uuid::Uuid::from_bytes(r.array()?))
         .map_err(|_| Malformed("nil device"))?;
     let scope = Scope::parse(r.text()?).map_err(|_| StateDecodeError::InvalidKey("scope"))?;
-    let payload = input.payload(canonical_text(r.bytes()?)?);
+    let payload = input.payload(r.bytes()?)?;
     Ok(prepare_text(
         op_id,
         Hlc::new(wall_ms, counter, device),
