@@ -29,6 +29,7 @@ use serde::{Deserialize, Serialize};
 use super::canonical::{canonical_json, from_hex_array, hex_serde, to_hex, Framer};
 use super::fold::{hash_state_bytes, State};
 use super::frontier::Frontier;
+use super::state_binary::Input;
 use super::state_codec::StateDecodeError;
 use crate::domain::ids::IdError;
 
@@ -215,7 +216,7 @@ impl Checkpoint {
     /// the two had run in turn.
     pub fn to_state(&self) -> Result<State, CheckpointError> {
         self.verify_id()?;
-        self.checked_decode(&self.state, || State::from_canonical_bytes(&self.state))
+        self.checked_decode(Input::Copied(&self.state))
     }
 
     /// [`Checkpoint::to_state`] for a checkpoint that is not needed afterwards: the state keeps
@@ -226,16 +227,14 @@ impl Checkpoint {
     pub fn into_state(mut self) -> Result<State, CheckpointError> {
         self.verify_id()?;
         let bytes = Bytes::from(std::mem::take(&mut self.state));
-        self.checked_decode(&bytes, || State::from_canonical_buffer(&bytes))
+        self.checked_decode(Input::Shared(&bytes))
     }
 
-    /// Runs `decode` (of `bytes`, this checkpoint's state bytes) while `bytes` is hashed, and
-    /// checks the hash first. See [`Checkpoint::to_state`].
-    fn checked_decode(
-        &self,
-        bytes: &[u8],
-        decode: impl FnOnce() -> Result<State, StateDecodeError>,
-    ) -> Result<State, CheckpointError> {
+    /// Decodes `input` (this checkpoint's state bytes) while they are hashed, and checks the
+    /// hash first. See [`Checkpoint::to_state`].
+    fn checked_decode(&self, input: Input<'_>) -> Result<State, CheckpointError> {
+        let bytes = input.bytes();
+        let decode = || State::decode(input);
         let (hash, decoded) = if bytes.len() < PARALLEL_HASH_MIN_BYTES {
             (hash_state_bytes(bytes), decode())
         } else {

@@ -33,7 +33,6 @@
 use std::collections::BTreeMap;
 use std::ops::Range;
 
-use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::error::Category;
 use serde_json::Value;
@@ -321,15 +320,11 @@ impl State {
         Self::decode(Input::Copied(bytes))
     }
 
-    /// [`Self::from_canonical_bytes`] for bytes the state may keep: the payloads of a
-    /// binary-layout state share `bytes` instead of each being copied out of it, so decoding
-    /// allocates far less and the decoded state holds on to the whole buffer.
-    pub(crate) fn from_canonical_buffer(bytes: &Bytes) -> Result<Self, StateDecodeError> {
-        Self::decode(Input::Shared(bytes))
-    }
-
-    /// Decodes either layout, telling them apart by the first byte.
-    fn decode(input: Input<'_>) -> Result<Self, StateDecodeError> {
+    /// Decodes either layout, telling them apart by the first byte. With
+    /// [`Input::Shared`] the payloads of a binary-layout state share the buffer instead of
+    /// each being copied out of it, so decoding allocates far less and the decoded state
+    /// holds on to the whole buffer.
+    pub(super) fn decode(input: Input<'_>) -> Result<Self, StateDecodeError> {
         if input.bytes().first() == Some(&b'{') {
             Self::decode_json_layout(input.bytes())
         } else {
